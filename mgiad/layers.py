@@ -1,0 +1,110 @@
+"""Building blocks shared by the multigrid networks.
+
+Notation (DESIGN.md §1): ``conv3(c_in, c_out, groups)`` is a bias-free 3×3 convolution;
+the paper's "learnable depthwise pooling" Π, R is a stride-2 3×3 convolution with one
+group per input channel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv3(c_in: int, c_out: int, groups: int = 1, stride: int = 1) -> nn.Conv2d:
+    """3×3 convolution, padding 1, no bias (every conv is followed by BN, paper §IV)."""
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def depthwise_pool(c_in: int, c_out: int) -> nn.Conv2d:
+    """Learnable depthwise pooling (paper §IV "Baselines"): 3×3, stride 2, groups=c_in.
+
+    Used for both Π and R; it holds 9·c_out weights.
+    """
+    return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
+
+
+class Stem(nn.Sequential):
+    """Data lifting: 3×3 conv in_chans→c₁ + BN + ReLU gives the first right-hand side f₁."""
+
+    def __init__(self, in_chans: int, channels: int) -> None:
+        super().__init__(conv3(in_chans, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
+class Head(nn.Sequential):
+    """Global average pooling of the features u followed by a linear classifier."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes))
+
+
+class Smoother(nn.Module):
+    """Smoothing iterations of eq. (3) on one grid with c channels.
+
+    Step i computes ``u ← u + σ(BN(B^i σ(BN(f − A u))))`` with σ = ReLU (BN + ReLU after
+    every convolution, paper §IV). ``A`` is shared by all steps (MgNet's defining choice);
+    ``B`` is shared too (``share_B=True``, the stationary iteration of Fig. 3(c)) or one
+    ``B^i`` per step. The two BatchNorms of each step are never shared.
+
+    Args:
+        channels: c, the number of channels of f and u.
+        steps: number of smoothing steps that run on this grid (ν, or η_pre + η_post).
+        groups: convolution groups of A and B (c // g_s; 1 = fully coupled).
+        share_B: one B for all steps, or one per step.
+    """
+
+    def __init__(self, channels: int, steps: int, groups: int = 1, share_B: bool = True) -> None:
+        super().__init__()
+        self.steps = steps
+        self.A = conv3(channels, channels, groups)
+        self.B = nn.ModuleList(conv3(channels, channels, groups) for _ in range(1 if share_B else steps))
+        self.norms = nn.ModuleList(
+            nn.ModuleList([nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)]) for _ in range(steps)
+        )
+
+    def step(self, f: torch.Tensor, u: torch.Tensor, i: int) -> torch.Tensor:
+        """Step i of eq. (3): u + σ(BN(B^i σ(BN(f − A u))))."""
+        B = self.B[i if len(self.B) > 1 else 0]
+        bn_r, bn_e = self.norms[i]
+        r = F.relu(bn_r(f - self.A(u)))  # residual f − A u, normalised
+        return u + F.relu(bn_e(B(r)))  # u + B^i r
+
+    def forward(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        for i in range(self.steps):
+            u = self.step(f, u, i)
+        return u
+
+
+class ResolutionTransfer(nn.Module):
+    """FAS restriction between resolution levels ℓ → ℓ+1, eqs. (6)–(7).
+
+    ``u_{ℓ+1} = Π u_ℓ`` and ``f_{ℓ+1} = R(f_ℓ − A_ℓ u_ℓ) + A_{ℓ+1} u_{ℓ+1}``, with Π and R
+    learnable depthwise pooling. Two variants (docs/paper-notes.md):
+
+    - ``norm=False`` (MgNet, MGiaD on FashionMNIST): ``u ← Π u``, ``f ← R σ(r) + A u``,
+      as in the MgNet authors' code (σ on the residual, no BN on Π, R).
+    - ``norm=True`` (MGiaD on CIFAR): ``u ← σ(BN(Π u))``, ``f ← σ(BN(R r)) + A u``;
+      the two BNs are what the paper's CIFAR weight counts contain (4·c_{ℓ+1} weights).
+    """
+
+    def __init__(self, c_in: int, c_out: int, norm: bool) -> None:
+        super().__init__()
+        self.norm = norm
+        self.Pi = depthwise_pool(c_in, c_out)
+        self.R = depthwise_pool(c_in, c_out)
+        if norm:
+            self.bn_Pi = nn.BatchNorm2d(c_out)
+            self.bn_R = nn.BatchNorm2d(c_out)
+
+    def forward(
+        self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r = f - A_fine(u)  # residual on level ℓ
+        if self.norm:
+            u = F.relu(self.bn_Pi(self.Pi(u)))  # eq. (6)
+            f = F.relu(self.bn_R(self.R(r))) + A_coarse(u)  # eq. (7)
+        else:
+            u = self.Pi(u)  # eq. (6)
+            f = self.R(F.relu(r)) + A_coarse(u)  # eq. (7)
+        return f, u

@@ -1,0 +1,160 @@
+"""MgNet (Algorithm 1 with FAS, eqs. (6)–(7)) and MGiaD (Algorithm 3) on one skeleton.
+
+Both networks run the same resolution V-cycle leg: lift the image to the data f₁, start
+from u₁ = 0, smooth on each resolution level and restrict (u, f) to the next one. They
+differ only in the smoother of a level: eq. (3) iterations with dense (or grouped) A, B in
+MgNet, a SiC channel V-cycle (Algorithm 2) in MGiaD.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..checks import check_divides, check_input, check_int, check_widths, scaled_widths
+from ..layers import Head, ResolutionTransfer, Smoother, Stem
+from ..sic import SiC
+
+#: Widths of the paper's resolution levels: ResNet18-size (4) and ResNet20-size (3).
+LEVEL_WIDTHS = {4: (64, 128, 256, 256), 3: (16, 32, 64)}
+
+
+def _widths(levels: int, widths: Sequence[int] | None) -> tuple[int, ...]:
+    if widths is not None:
+        return check_widths(widths)
+    if levels not in LEVEL_WIDTHS:
+        raise ValueError(
+            f"levels must be 3 or 4 (the paper's networks), got {levels!r}; "
+            f"pass widths=(...) for another hierarchy"
+        )
+    return LEVEL_WIDTHS[levels]
+
+
+class MultigridNet(nn.Module):
+    """The resolution V-cycle shared by MgNet and MGiaD.
+
+    Subclasses fill ``levels`` (one smoother per resolution level ℓ, each exposing the
+    data-to-feature map ``A`` of its finest grid) and ``transfers`` (ℓ → ℓ+1).
+    """
+
+    levels: nn.ModuleList
+    transfers: nn.ModuleList
+
+    def __init__(self, in_chans: int, num_classes: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.in_chans = check_int("in_chans", in_chans)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.widths = widths
+        self.stem = Stem(in_chans, widths[0])
+        self.head = Head(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans)
+        f = self.stem(x)  # data f₁
+        u = torch.zeros_like(f)  # Alg. 1/3 l.1: u₁ = 0
+        for l, smoother in enumerate(self.levels):
+            if l > 0:  # Alg. 3 l.4–5: u_{ℓ+1} = Π u_ℓ, f_{ℓ+1} = R(f_ℓ − A_ℓ u_ℓ) + A_{ℓ+1} u_{ℓ+1}
+                f, u = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
+            u = smoother(f, u)  # Alg. 1 l.3–4 / Alg. 3 l.3: smoothing (SiC in MGiaD)
+        return self.head(u)
+
+
+class MgNet(MultigridNet):
+    """MgNet (He & Xu 2019): Algorithm 1 with the FAS transfer of eqs. (6)–(7).
+
+    Symbols: A_ℓ, B_ℓ^i are 3×3 convolutions of level ℓ (``levels[ℓ].A``, ``.B``), shared
+    over the ν smoothing steps of the level (A always; B with ``share_B``: MgNet_{A,B});
+    Π, R learnable depthwise pooling (``transfers``).
+
+    Args:
+        levels: 3 ([16, 32, 64], ResNet20-size) or 4 ([64, 128, 256, 256], ResNet18-size).
+        nu: smoothing steps ν per level (paper: 2 for 4 levels, 3 for 3 levels).
+        share_B: share B over the steps (MgNet_{A,B}) or not (MgNet_A).
+        g_s: channels per group of A and B (Table VI); None = fully coupled.
+        widths: explicit channels per level (overrides ``levels``).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        levels: int = 4,
+        nu: int | None = None,
+        share_B: bool = True,
+        g_s: int | None = None,
+        widths: Sequence[int] | None = None,
+    ) -> None:
+        widths = _widths(levels, widths)
+        super().__init__(in_chans, num_classes, widths)
+        nu = (2 if len(widths) >= 4 else 3) if nu is None else nu
+        self.nu = check_int("nu", nu)
+        groups = []
+        for l, c in enumerate(widths):
+            if g_s is None:
+                groups.append(1)
+            else:
+                check_divides("g_s", check_int("g_s", g_s), c, f"resolution level {l + 1}")
+                groups.append(c // g_s)
+        self.levels = nn.ModuleList(
+            Smoother(c, self.nu, groups=g, share_B=share_B) for c, g in zip(widths, groups)
+        )
+        self.transfers = nn.ModuleList(
+            ResolutionTransfer(c, c_next, norm=False) for c, c_next in zip(widths, widths[1:])
+        )
+
+
+class MGiaD(MultigridNet):
+    """MGiaD: multigrid in all dimensions (Algorithm 3).
+
+    Each resolution level ℓ runs one SiC channel V-cycle (Algorithm 2) — also on the last
+    level L, which Algorithm 3 leaves implicit; between levels the FAS transfer of eqs.
+    (6)–(7) uses Â_{ℓ,1}, the finest in-channel A of each level.
+
+    Args:
+        c_K: channels of the fully coupled coarsest in-channel level (minimum).
+        g_s: channels per group of the grouped Â, B̂ (g_s = c: fully coupled).
+        lam: channel scaling λ of every resolution width.
+        eta_pre, eta_post: pre- and post-smoothing steps η on every in-channel level.
+        levels: 3 ([16, 32, 64]·λ) or 4 ([64, 128, 256, 256]·λ) resolution levels.
+        transfer_norm: BN + ReLU after Π and R (the CIFAR variant); False is the
+            FashionMNIST variant whose weight counts the paper's Tables III–IV match.
+        widths: explicit channels per level before scaling (overrides ``levels``).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        c_K: int = 64,
+        g_s: int = 4,
+        lam: float = 1,
+        eta_pre: int = 1,
+        eta_post: int = 1,
+        levels: int = 4,
+        transfer_norm: bool = True,
+        widths: Sequence[int] | None = None,
+    ) -> None:
+        widths = scaled_widths(_widths(levels, widths), lam)
+        super().__init__(in_chans, num_classes, widths)
+        self.c_K, self.g_s, self.lam = check_int("c_K", c_K), check_int("g_s", g_s), lam
+        self.eta_pre = check_int("eta_pre", eta_pre, minimum=0)
+        self.eta_post = check_int("eta_post", eta_post, minimum=0)
+        if eta_pre + eta_post < 1:
+            raise ValueError(
+                f"eta_pre + eta_post must be >= 1 (got eta_pre={eta_pre}, eta_post={eta_post}): "
+                "without a smoothing step the features never change"
+            )
+        self.levels = nn.ModuleList(
+            SiC(c, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post) for c in widths
+        )
+        self.transfers = nn.ModuleList(
+            ResolutionTransfer(c, c_next, norm=transfer_norm) for c, c_next in zip(widths, widths[1:])
+        )
+
+    def channel_hierarchies(self) -> list[list[int]]:
+        """The in-channel levels [c_{ℓ,1}, …, c_{ℓ,K}] of every resolution level ℓ."""
+        return [sic.hierarchy() for sic in self.levels]

@@ -1,0 +1,101 @@
+"""ResNet baselines of the paper: ResNet18 (CIFAR variant) and ResNet20 (He et al. 2016)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checks import check_input, check_int, check_widths
+from ..layers import Head, Stem, conv3
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: σ(BN(conv(σ(BN(conv x)))) + shortcut(x)).
+
+    ``shortcut="B"``: 1×1 conv + BN projection when the shape changes (ResNet18);
+    ``shortcut="A"``: parameter-free strided subsampling with zero channel padding (ResNet20).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = conv3(c_in, c_out, stride=stride), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = conv3(c_out, c_out), nn.BatchNorm2d(c_out)
+        self.pad = 0
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            if shortcut == "B":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+            else:
+                self.stride, self.pad = stride, c_out - c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.pad:  # option A: subsample, then zero-pad the new channels (half each side)
+            x = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        else:
+            x = self.shortcut(x)
+        return F.relu(out + x)
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3×3 stem, stages of basic blocks, average pooling, linear head.
+
+    Args:
+        widths: channels per stage; the first stage keeps the resolution, each later one halves it.
+        blocks: basic blocks per stage.
+        shortcut: "B" (projection, ResNet18) or "A" (parameter-free, ResNet20).
+        maxpool: add a 3×3/2 max-pool after the stem — the authors' code builds ResNet18 from
+            torchvision's with a 3×3 stem but keeps this max-pool (same weights, 4× fewer FLOPs).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        blocks: Sequence[int] | int = 2,
+        shortcut: str = "B",
+        maxpool: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_chans = check_int("in_chans", in_chans)
+        check_int("num_classes", num_classes)
+        widths = check_widths(widths)
+        blocks = (blocks,) * len(widths) if isinstance(blocks, int) else tuple(blocks)
+        if len(blocks) != len(widths):
+            raise ValueError(f"blocks={blocks} must give one count per stage of widths={widths}")
+        for i, b in enumerate(blocks):
+            check_int(f"blocks[{i}]", b)
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' (parameter-free) or 'B' (projection), got {shortcut!r}")
+        self.stem = Stem(in_chans, widths[0])
+        if maxpool:
+            self.stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        stages, c_in = [], widths[0]
+        for s, (c, n) in enumerate(zip(widths, blocks)):
+            layers = [BasicBlock(c_in if i == 0 else c, c, 2 if (s > 0 and i == 0) else 1, shortcut) for i in range(n)]
+            stages.append(nn.Sequential(*layers))
+            c_in = c
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans)
+        return self.head(self.stages(self.stem(x)))
+
+
+def resnet18(**kwargs) -> ResNet:
+    """ResNet18, CIFAR variant: widths [64,128,256,512], 2 blocks each, projection shortcuts."""
+    return ResNet(**{"widths": (64, 128, 256, 512), "blocks": 2, "shortcut": "B", **kwargs})
+
+
+def resnet20(**kwargs) -> ResNet:
+    """ResNet20 (He et al. 2016, CIFAR): widths [16,32,64], 3 blocks each, option-A shortcuts."""
+    return ResNet(**{"widths": (16, 32, 64), "blocks": 3, "shortcut": "A", **kwargs})

@@ -1,0 +1,68 @@
+"""Model registry: ``create_model(name, **kwargs)`` and ``list_models()``.
+
+Names map to factory functions; a variant name binds default hyper-parameters
+(for example ``mgiad_ck16_gs8_3lvl``) that keyword arguments may still override.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any, Callable
+
+import torch.nn as nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DOCS: dict[str, str] = {}
+
+
+def register_model(
+    name: str, factory: Callable[..., nn.Module], doc: str = "", **defaults: Any
+) -> None:
+    """Register ``factory`` under ``name`` with default keyword arguments.
+
+    Raises ``ValueError`` if the name is taken: two models silently sharing a name would
+    make results ambiguous.
+    """
+    if name in _MODELS:
+        raise ValueError(f"model name {name!r} is already registered; pick another name")
+
+    def build(**kwargs: Any) -> nn.Module:
+        return factory(**{**defaults, **kwargs})
+
+    build.__name__ = name
+    build.defaults = dict(defaults)  # type: ignore[attr-defined]
+    _MODELS[name] = build
+    _DOCS[name] = doc or (factory.__doc__ or "").strip().splitlines()[0]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_doc(name: str) -> str:
+    """One-line description of a registered model."""
+    _check_name(name)
+    return _DOCS[name]
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The hyper-parameters a registered name binds."""
+    _check_name(name)
+    return dict(_MODELS[name].defaults)  # type: ignore[attr-defined]
+
+
+def _check_name(name: str) -> None:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model name {name!r}{hint} (see `mgiad list` or mgiad.list_models())"
+        )
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments override its defaults."""
+    _check_name(name)
+    return _MODELS[name](**kwargs)

@@ -1,0 +1,93 @@
+"""SiC — multigrid smoothing in channels (paper Algorithm 2) as a recursive module."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checks import check_divides, check_int
+from .layers import Smoother
+
+
+def channel_hierarchy(channels: int, c_K: int) -> list[int]:
+    """In-channel levels ``[c, c/2, c/4, …]`` of a grid with ``channels`` channels.
+
+    Halve while the half is still >= c_K, so the coarsest level holds between c_K and
+    2·c_K − 1 channels: exactly c_K when c = 2^k·c_K (λ = 1), 96 for c = 192, c_K = 64 (λ = 3).
+    Each halving must be exact, so that R̂, Π̂ (c → c/2) and P̂ pair channels one to two.
+    """
+    c_K = check_int("c_K", c_K)
+    if c_K > channels:
+        raise ValueError(
+            f"c_K={c_K} is larger than a resolution level's {channels} channels; "
+            f"c_K must be <= the smallest width ({channels})"
+        )
+    levels = [channels]
+    while levels[-1] // 2 >= c_K:
+        if levels[-1] % 2:
+            raise ValueError(
+                f"c_K={c_K} is not reachable by halving {channels} channels: "
+                f"{' -> '.join(map(str, levels))} cannot be halved exactly; choose c_K so that "
+                f"{channels} / c_K is a power of two (or widths divisible by 2^k)"
+            )
+        levels.append(levels[-1] // 2)
+    return levels
+
+
+class SiC(nn.Module):
+    """Algorithm 2 on in-channel level κ with c_κ channels, recursing to level K.
+
+    Symbols: Â_κ, B̂_κ (``smoother.A``, ``smoother.B``) are grouped 3×3 convolutions with
+    g_s channels per group (dense at the coarsest level K), shared by all η_pre + η_post
+    smoothing steps of the level. Between κ and κ+1: the FAS restriction Π̂ and the residual
+    restriction R̂ (1×1, c_κ → c_κ/2, two channels per group) and the interpolation P̂
+    (1×1, c_κ/2 → c_κ, one-to-two). ``coarse`` is the SiC of level κ+1.
+
+    Args:
+        channels: c_κ.
+        c_K: minimum channels of the coarsest (fully coupled) level.
+        g_s: channels per group of Â, B̂ below the coarsest level.
+        eta_pre, eta_post: pre- and post-smoothing steps on every level.
+    """
+
+    def __init__(self, channels: int, *, c_K: int, g_s: int, eta_pre: int = 1, eta_post: int = 1) -> None:
+        super().__init__()
+        hierarchy = channel_hierarchy(channels, c_K)
+        self.eta_pre, self.eta_post = eta_pre, eta_post
+        coarsest = len(hierarchy) == 1
+        if not coarsest:
+            check_divides("g_s", g_s, channels, f"in-channel level with {channels} channels")
+        groups = 1 if coarsest else channels // g_s
+        self.smoother = Smoother(channels, eta_pre + eta_post, groups)
+        self.coarse: SiC | None = None
+        if not coarsest:
+            half = channels // 2
+            self.Pi_hat = nn.Conv2d(channels, half, 1, groups=half, bias=False)
+            self.bn_Pi = nn.BatchNorm2d(half)
+            self.R_hat = nn.Conv2d(channels, half, 1, groups=half, bias=False)
+            self.bn_R = nn.BatchNorm2d(half)
+            self.coarse = SiC(half, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post)
+            self.P_hat = nn.Conv2d(half, channels, 1, groups=half, bias=False)
+
+    @property
+    def A(self) -> nn.Module:
+        """Â_κ, the data-to-feature map of this in-channel level."""
+        return self.smoother.A
+
+    def hierarchy(self) -> list[int]:
+        """Channels of this level and every coarser one."""
+        return [self.smoother.A.in_channels] + (self.coarse.hierarchy() if self.coarse else [])
+
+    def forward(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        for i in range(self.eta_pre):  # Alg. 2 l.1
+            u = self.smoother.step(f, u, i)  # Alg. 2 l.2: pre-smoothing
+        if self.coarse is not None:  # Alg. 2 l.3: κ ≠ K
+            r = f - self.A(u)
+            u_c = F.relu(self.bn_Pi(self.Pi_hat(u)))  # Alg. 2 l.4
+            f_c = F.relu(self.bn_R(self.R_hat(r))) + self.coarse.A(u_c)  # Alg. 2 l.5
+            u_c = self.coarse(f_c, u_c)  # Alg. 2 l.6
+            u = u + self.P_hat(u_c)  # Alg. 2 l.7
+        for i in range(self.eta_pre, self.eta_pre + self.eta_post):  # Alg. 2 l.8
+            u = self.smoother.step(f, u, i)  # Alg. 2 l.9: post-smoothing
+        return u
