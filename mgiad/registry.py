@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 
@@ -27,11 +29,25 @@ def register_model(
     if name in _MODELS:
         raise ValueError(f"model name {name!r} is already registered; pick another name")
 
+    params = inspect.signature(factory).parameters
+    accepted = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY)
+    unknown = sorted(set(defaults) - set(accepted))
+    if unknown:
+        raise ValueError(f"model {name!r}: defaults {unknown} are not arguments of {factory.__name__}")
+
     def build(**kwargs: Any) -> nn.Module:
+        for key in kwargs:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=2, cutoff=0.5)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                raise ValueError(
+                    f"{name} has no hyper-parameter {key!r}; {hint}it accepts: {', '.join(accepted)}"
+                )
         return factory(**{**defaults, **kwargs})
 
     build.__name__ = name
     build.defaults = dict(defaults)  # type: ignore[attr-defined]
+    build.accepted = accepted  # type: ignore[attr-defined]
     _MODELS[name] = build
     _DOCS[name] = doc or (factory.__doc__ or "").strip().splitlines()[0]
 
@@ -51,6 +67,12 @@ def model_defaults(name: str) -> dict[str, Any]:
     """The hyper-parameters a registered name binds."""
     _check_name(name)
     return dict(_MODELS[name].defaults)  # type: ignore[attr-defined]
+
+
+def model_hyperparameters(name: str) -> list[str]:
+    """The keyword arguments ``create_model(name, ...)`` accepts."""
+    _check_name(name)
+    return list(_MODELS[name].accepted)  # type: ignore[attr-defined]
 
 
 def _check_name(name: str) -> None:

@@ -3,14 +3,14 @@
 from ..registry import register_model
 from .mgic import MGIC
 from .multigrid import MGiaD, MgNet, MultigridNet
-from .resnet import ResNet, resnet18, resnet20
+from .resnet import RESNET18, RESNET20, ResNet
 
-__all__ = ["MGIC", "MGiaD", "MgNet", "MultigridNet", "ResNet", "resnet18", "resnet20"]
+__all__ = ["MGIC", "MGiaD", "MgNet", "MultigridNet", "ResNet"]
 
 # Baselines (Tables I–IX).
-register_model("resnet18", resnet18, "ResNet18, CIFAR variant (3x3 stem, no max-pool), 11.2M weights")
-register_model("resnet18_maxpool", resnet18, "ResNet18 as in the authors' code: 3x3 stem + max-pool", maxpool=True)
-register_model("resnet20", resnet20, "ResNet20 with option-A shortcuts, 270k weights")
+register_model("resnet18", ResNet, "ResNet18, CIFAR variant (3x3 stem, no max-pool), 11.2M weights", **RESNET18)
+register_model("resnet18_maxpool", ResNet, "ResNet18 as in the authors' code: 3x3 stem + max-pool", **RESNET18, maxpool=True)
+register_model("resnet20", ResNet, "ResNet20 with option-A shortcuts, 270k weights", **RESNET20)
 register_model("mgnet_ab", MgNet, "MgNet_{A,B}, 4 levels [64,128,256,256], nu=2 (ResNet18-size)", levels=4, share_B=True)
 register_model("mgnet_a", MgNet, "MgNet_A (one B per step), 4 levels, nu=2", levels=4, share_B=False)
 register_model("mgnet_ab_3lvl", MgNet, "MgNet_{A,B}, 3 levels [16,32,64], nu=3 (ResNet20-size)", levels=3, share_B=True)

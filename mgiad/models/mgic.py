@@ -10,7 +10,7 @@ block acts, and comes back with a grouped 1×1 prolongation P and the FAS correc
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -48,16 +48,16 @@ class MGICBlock(nn.Module):
         groups = channels // g
         if half % groups:
             raise ValueError(f"g={g} must be >= 2 so that R maps {channels} -> {half} channels per group")
-        self.R = nn.Conv2d(channels, half, 1, groups=groups, bias=False)
+        self.R_hat = nn.Conv2d(channels, half, 1, groups=groups, bias=False)
         self.coarse = MGICBlock(half, g=g, c_K=c_K)
-        self.P = nn.Conv2d(half, channels, 1, groups=groups, bias=False)
-        self.bn_P = nn.BatchNorm2d(channels)
+        self.P_hat = nn.Conv2d(half, channels, 1, groups=groups, bias=False)
+        self.bn_P_hat = nn.BatchNorm2d(channels)
         self.smooth = GroupedBasicBlock(channels, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coarse is not None:
-            x_c = self.R(x)  # restrict channels
-            x = x + self.bn_P(self.P(self.coarse(x_c) - x_c))  # FAS coarse correction
+            x_c = self.R_hat(x)  # restrict channels
+            x = x + self.bn_P_hat(self.P_hat(self.coarse(x_c) - x_c))  # FAS coarse correction
         return self.smooth(x)
 
 

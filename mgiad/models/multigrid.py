@@ -8,7 +8,7 @@ MgNet, a SiC channel V-cycle (Algorithm 2) in MGiaD.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -91,11 +91,7 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def resnet18(**kwargs) -> ResNet:
-    """ResNet18, CIFAR variant: widths [64,128,256,512], 2 blocks each, projection shortcuts."""
-    return ResNet(**{"widths": (64, 128, 256, 512), "blocks": 2, "shortcut": "B", **kwargs})
-
-
-def resnet20(**kwargs) -> ResNet:
-    """ResNet20 (He et al. 2016, CIFAR): widths [16,32,64], 3 blocks each, option-A shortcuts."""
-    return ResNet(**{"widths": (16, 32, 64), "blocks": 3, "shortcut": "A", **kwargs})
+#: ResNet18, CIFAR variant: widths [64,128,256,512], 2 blocks each, projection shortcuts.
+RESNET18 = {"widths": (64, 128, 256, 512), "blocks": 2, "shortcut": "B"}
+#: ResNet20 (He et al. 2016, CIFAR): widths [16,32,64], 3 blocks each, option-A shortcuts.
+RESNET20 = {"widths": (16, 32, 64), "blocks": 3, "shortcut": "A"}

@@ -1,0 +1,5 @@
+"""``python -m mgiad`` (also ``torchrun ... -m mgiad train``)."""
+
+from .cli import main
+
+raise SystemExit(main())

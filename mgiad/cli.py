@@ -1,0 +1,25 @@
+"""The ``mgiad`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mgiad", description="MGiaD: multigrid in all dimensions")
+    parser.add_argument("--version", action="version", version=f"mgiad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from . import params_cli
+
+    params_cli.add_commands(sub)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args, extra) or 0)
+    except ValueError as e:  # bad input: a clear message, no traceback
+        print(f"mgiad {args.command}: error: {e}", file=sys.stderr)
+        return 2
