@@ -1,0 +1,25 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   train a small MGiaD on real data for a few minutes on the CPU
+#   make test   run the test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test lint
+
+setup:
+	@# torch/torchvision: keep an existing install; else the pinned release (on these machines from local disk)
+	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	@$(PYTHON) -c "import mgiad, pytest, safetensors, tensorboard, matplotlib, submitit" 2>/dev/null || $(PIP) install -q -e ".[test]"
+	@# real FashionMNIST from Debian when we may install it (root, apt); otherwise use --download
+	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; fi
+
+demo: setup
+	$(PYTHON) -m mgiad demo
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check mgiad tests
