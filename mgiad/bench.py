@@ -1,0 +1,260 @@
+"""``mgiad bench``: speed and memory of models measured side by side in one process.
+
+Timings on a shared machine are noisy, so models are measured in interleaved rounds
+(A B C A B C ...) and each figure is the median over rounds; ratios to a named baseline
+are computed from figures taken in the same run. Peak memory is measured in a fresh
+subprocess per model (the process's peak RSS on CPU, ``max_memory_allocated`` on CUDA)
+so that one model's allocations cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .counting import count_flops, count_weights
+from .registry import create_model
+
+
+@dataclass
+class BenchResult:
+    name: str
+    kwargs: dict[str, Any]
+    weights: int
+    gflops: float
+    train_img_s: float = 0.0
+    infer_img_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    train_rounds: list[float] = field(default_factory=list)
+    infer_rounds: list[float] = field(default_factory=list)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name[:key=value,key=value]`` → (name, kwargs), e.g. ``mgiad:c_K=16,g_s=4``."""
+    import ast
+
+    name, _, rest = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        if "=" not in item:
+            raise ValueError(f"bad model spec {spec!r}: expected name:key=value,key=value")
+        k, v = item.split("=", 1)
+        try:
+            kwargs[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            kwargs[k] = v
+    return name, kwargs
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _setup(spec: str, device: torch.device, channels_last: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+    name, kwargs = parse_spec(spec)
+    model = create_model(name, **kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    return model, opt
+
+
+def _batch(model: nn.Module, batch: int, size: int, device: torch.device, channels_last: bool):
+    x = torch.randn(batch, model.in_chans, size, size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    return x, y
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step(model, opt, x, y, device, precision) -> None:
+    with _autocast(device, precision):
+        loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _time(fn, steps: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench(
+    specs: list[str],
+    *,
+    batch: int = 128,
+    image_size: int = 32,
+    steps: int = 5,
+    rounds: int = 5,
+    warmup: int = 2,
+    device: str = "auto",
+    precision: str = "fp32",
+    channels_last: bool = True,
+    memory: bool = True,
+) -> list[BenchResult]:
+    """Measure every model in ``specs`` in interleaved rounds; see the module docstring."""
+    dev = _device(device)
+    models = []
+    results = []
+    for spec in specs:
+        model, opt = _setup(spec, dev, channels_last)
+        x, y = _batch(model, batch, image_size, dev, channels_last)
+        name, kwargs = parse_spec(spec)
+        results.append(BenchResult(spec, kwargs, count_weights(model).total,
+                                   count_flops(create_model(name, **kwargs), image_size) / 1e9))
+        models.append((model, opt, x, y))
+        for _ in range(warmup):
+            train_step(model, opt, x, y, dev, precision)
+            with torch.no_grad(), _autocast(dev, precision):
+                model.eval()
+                model(x)
+                model.train()
+    for _ in range(rounds):
+        for (model, opt, x, y), res in zip(models, results):
+            model.train()
+            t = _time(partial(train_step, model, opt, x, y, dev, precision), steps, dev)
+            res.train_rounds.append(steps * batch / t)
+            model.eval()
+            with torch.no_grad(), _autocast(dev, precision):
+                t = _time(partial(model, x), steps, dev)
+            res.infer_rounds.append(steps * batch / t)
+    for res in results:
+        res.train_img_s = statistics.median(res.train_rounds)
+        res.infer_img_s = statistics.median(res.infer_rounds)
+        if memory:
+            res.peak_mem_mb = peak_memory(res.name, batch=batch, image_size=image_size, device=str(dev),
+                                          precision=precision, channels_last=channels_last)
+    return results
+
+
+def peak_memory(spec: str, *, batch: int, image_size: int, device: str, precision: str,
+                channels_last: bool) -> float:
+    """Peak training memory (MB) of ``spec``, measured in a fresh subprocess."""
+    args = json.dumps({"spec": spec, "batch": batch, "image_size": image_size, "device": device,
+                       "precision": precision, "channels_last": channels_last})
+    out = subprocess.run([sys.executable, "-m", "mgiad.bench", args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement of {spec} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _peak_memory_child(args: dict[str, Any]) -> float:
+    """CUDA: the allocator's peak over a training step. CPU (no allocator statistics): the
+    bytes autograd keeps for the backward pass (distinct storages of saved tensors) plus
+    weights, gradients and momentum — the part of the peak a model decides, free of noise."""
+    dev = torch.device(args["device"])
+    model, opt = _setup(args["spec"], dev, args["channels_last"])
+    x, y = _batch(model, args["batch"], args["image_size"], dev, args["channels_last"])
+    train_step(model, opt, x, y, dev, args["precision"])  # creates gradients and momentum
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        train_step(model, opt, x, y, dev, args["precision"])
+        return torch.cuda.max_memory_allocated() / 2**20
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        train_step(model, opt, x, y, dev, args["precision"])
+    state = sum(p.numel() * p.element_size() for p in model.parameters()) * 3  # w, grad, momentum
+    return (sum(storages.values()) + state) / 2**20
+
+
+def machine() -> str:
+    """A one-line description of the hardware the figures came from."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+def format_table(results: list[BenchResult], baseline: str | None) -> str:
+    base = next((r for r in results if r.name == baseline), results[0]) if results else None
+    lines = [f"{'model':<28} {'weights':>11} {'GFLOPs':>8} {'train img/s':>12} {'×base':>6} "
+             f"{'infer img/s':>12} {'×base':>6} {'peak MB':>8} {'×base':>6}"]
+    for r in results:
+        mem_ratio = f"{r.peak_mem_mb / base.peak_mem_mb:6.2f}" if base and base.peak_mem_mb else "     -"
+        lines.append(
+            f"{r.name:<28} {r.weights:>11,} {r.gflops:>8.3f} {r.train_img_s:>12.1f} "
+            f"{r.train_img_s / base.train_img_s:>6.2f} {r.infer_img_s:>12.1f} "
+            f"{r.infer_img_s / base.infer_img_s:>6.2f} {r.peak_mem_mb:>8.0f} {mem_ratio}"
+        )
+    return "\n".join(lines)
+
+
+def to_json(results: list[BenchResult], settings: dict[str, Any]) -> str:
+    return json.dumps({"machine": machine(), "settings": settings,
+                       "results": [asdict(r) for r in results]}, indent=2)
+
+
+if __name__ == "__main__":  # child process of peak_memory()
+    print(_peak_memory_child(json.loads(sys.argv[1])))
+
+
+def cmd_bench(args: Any, extra: list[str]) -> int:
+    specs = args.models or ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
+                                              "precision", "channels_last")}
+    results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,
+                    rounds=args.rounds, device=args.device, precision=args.precision,
+                    channels_last=args.channels_last, memory=not args.no_memory)
+    print(f"# {machine()}; batch {args.batch}, {args.precision}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.rounds} interleaved rounds")
+    print(format_table(results, args.baseline or specs[0]))
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(to_json(results, settings))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("bench", help="training/inference speed and memory, side by side",
+                       description="Measure models in interleaved rounds in one process and print "
+                       "ratios to a baseline. MODEL is name[:key=value,...], e.g. mgiad:c_K=16,g_s=4.")
+    p.add_argument("models", nargs="*", metavar="MODEL")
+    p.add_argument("--baseline", help="model spec the ratios refer to (default: the first)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3, help="steps per round and model")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--nchw", dest="channels_last", action="store_false", help="NCHW instead of channels_last")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
