@@ -1,0 +1,483 @@
+"""Run configuration: one dataclass holding the paper's training recipe as defaults.
+
+A run is described completely by a :class:`RunConfig`. It comes from the defaults (the
+recipe of the paper, DESIGN.md §2), optionally a JSON or TOML file, and ``--key=value``
+overrides, in that order::
+
+    cfg = RunConfig.from_file("experiments/fmnist.toml").with_overrides(
+        ["--lr=0.1", "--epochs=3", "--model_kwargs.c_K=16"]
+    )
+
+Every value is type-checked against the field's annotation and validated; unknown keys
+and bad values raise ``ValueError`` naming the key, the value and what is allowed, so a
+typo never silently trains the wrong model for a day.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import json
+import math
+import numbers
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: TOML configs need 3.11's tomllib (JSON always works)
+    tomllib = None  # type: ignore[assignment]
+
+#: Datasets the loaders know (mirrors ``mgiad.data.DATASET_NAMES``; kept here so that a
+#: config can be validated without importing the data module).
+KNOWN_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashionmnist")
+
+SCHEDULES = ("cosine", "step")
+AMP_MODES = ("none", "bf16")
+AUGMENT_MODES = ("paper", "none")
+
+#: Per-dataset defaults of the recipe, applied by :meth:`RunConfig.resolved` to the keys
+#: the user left at ``None``. FashionMNIST: no cosine annealing but lr x 0.1 every 25
+#: epochs (paper §IV); CIFAR: per-epoch cosine annealing to 0 (the authors' code).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cifar10": {"schedule": "cosine"},
+    "cifar100": {"schedule": "cosine"},
+    "fashionmnist": {"schedule": "step", "step_size": 25, "gamma": 0.1},
+}
+_FALLBACK_DEFAULTS: dict[str, Any] = {"schedule": "cosine"}
+_STEP_DEFAULTS: dict[str, Any] = {"step_size": 25, "gamma": 0.1}
+
+#: Model arguments that the dataset determines; setting them by hand would only let the
+#: model and the data disagree.
+_DATA_DERIVED_KWARGS = ("num_classes", "in_chans")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run; defaults are the paper's recipe (§IV).
+
+    Attributes:
+        model: registered model name (``mgiad.list_models()``).
+        model_kwargs: hyper-parameters passed to ``create_model`` (``c_K``, ``g_s``, ``lam``, ...);
+            ``num_classes`` and ``in_chans`` come from the dataset.
+        dataset: ``cifar10``, ``cifar100`` or ``fashionmnist`` (aliases such as ``fmnist`` work).
+        data_dir: where the dataset lives (``None``: the loader's search path).
+        download: let the loader download a missing dataset.
+        epochs: training epochs (paper: 400).
+        batch_size: global batch size, split over the processes under DDP (paper: 128).
+        lr: initial learning rate (paper: 0.05).
+        momentum, weight_decay: SGD settings (paper: 0.9, 1e-4; no Nesterov).
+        schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``) or ``step``
+            (lr x ``gamma`` every ``step_size`` epochs); ``None`` = the dataset's default.
+        step_size, gamma: the step schedule; ``None`` = the dataset's default (25, 0.1).
+        augment: ``paper`` (the paper's per-dataset augmentation) or ``none`` (normalise only).
+        seed: seeds model initialisation, shuffling and augmentation.
+        subset_train, subset_test: use a random subset of this many images (quick runs).
+        device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
+        threads: CPU threads of torch (``torch.set_num_threads``); ``None`` keeps torch's
+            default. On a shared, busy machine 1 thread can beat 2 several-fold.
+        channels_last: NHWC memory format (1.4-3.4x faster on CPU, DESIGN.md §4).
+        amp: ``none`` or ``bf16`` autocast; bf16 only acts on CUDA, elsewhere it warns and
+            trains in fp32.
+        compile: wrap the model in ``torch.compile``.
+        sync_bn: under DDP convert BatchNorm to SyncBatchNorm (CUDA only); by default every
+            process normalises with the statistics of its own share of the batch.
+        deterministic: ``torch.use_deterministic_algorithms`` (CPU training is deterministic
+            anyway; on CUDA this trades speed for reproducibility).
+        eval_every: evaluate the test set every this many epochs (and after the last).
+        pad_to: zero-pad images to this size (FashionMNIST 28 -> 32 as the paper states;
+            ``None`` feeds the native size as the authors' code did).
+        out_dir: parent directory of run directories.
+        run_name: run directory name (``None``: model-dataset-seed-timestamp).
+        max_steps_per_epoch: cut epochs short (smoke tests).
+        time_budget_s: stop after the epoch that would make the next one exceed this budget;
+            the run can be continued with ``--resume``.
+        tensorboard: also log to TensorBoard if it is installed.
+    """
+
+    model: str = "mgiad"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int = 400
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str | None = None
+    step_size: int | None = None
+    gamma: float | None = None
+    augment: str = "paper"
+    seed: int = 0
+    subset_train: int | None = None
+    subset_test: int | None = None
+    device: str = "auto"
+    threads: int | None = None
+    channels_last: bool = True
+    amp: str = "none"
+    compile: bool = False
+    sync_bn: bool = False
+    deterministic: bool = False
+    eval_every: int = 1
+    pad_to: int | None = None
+    out_dir: str = "runs"
+    run_name: str | None = None
+    max_steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
+    tensorboard: bool = True
+
+    # ----------------------------------------------------------------------------------
+    # construction
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All configuration keys, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build a config from a mapping (parsed JSON/TOML); unknown keys are errors.
+
+        Values are checked against the field types (an int is accepted for a float, a list
+        for ``model_kwargs`` values); ``source`` names the origin in error messages.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+        kwargs: dict[str, Any] = {}
+        hints = _field_types()
+        for key, value in values.items():
+            name = _canonical_key(str(key))
+            if name not in hints:
+                raise ValueError(f"{source}: {_unknown_key_message(str(key))}")
+            kwargs[name] = _coerce(name, value, hints[name], source)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """Read a ``.json`` or ``.toml`` file (model hyper-parameters in a ``model_kwargs`` table)."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"cannot read config file {path}: {e.strerror or e}") from None
+        suffix = path.suffix.lower()
+        if suffix not in (".json", ".toml"):
+            raise ValueError(f"config file {path} must end in .json or .toml, got {suffix or 'no suffix'!r}")
+        if suffix == ".toml" and tomllib is None:
+            raise ValueError(f"reading {path} needs Python >= 3.11 (tomllib); use a JSON file")
+        try:
+            text = raw.decode("utf-8")
+            values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        except ValueError as e:  # TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"config file {path} is not valid {suffix[1:].upper()}: {e}") from None
+        return cls.from_dict(values, source=str(path))
+
+    def with_overrides(self, overrides: Iterable[str]) -> RunConfig:
+        """Apply command-line overrides and return a new, validated config.
+
+        Accepted forms: ``--key=value``, ``--key value``, ``--flag`` (a bool set to true),
+        ``--model_kwargs.NAME=VALUE`` (one model hyper-parameter; the value is parsed as a
+        JSON/Python literal, so ``--model_kwargs.widths=(8,16,32)`` gives a tuple) and
+        ``--model_kwargs={"c_K": 16}``. Dashes in keys read as underscores.
+        """
+        values = dataclasses.asdict(self)
+        values["model_kwargs"] = dict(self.model_kwargs)
+        hints = _field_types()
+        for key, text in _split_overrides(list(overrides)):
+            where = f"--{key}" if text is None else f"--{key}={text}"
+            if key.startswith("model_kwargs.") or key.startswith("model-kwargs."):
+                sub = key.split(".", 1)[1].replace("-", "_")
+                if not sub.isidentifier():
+                    raise ValueError(f"{where}: {sub!r} is not a valid model hyper-parameter name")
+                if text is None:
+                    raise ValueError(f"{where}: a model hyper-parameter needs a value (--{key}=VALUE)")
+                values["model_kwargs"][sub] = _parse_literal(text)
+                continue
+            name = _canonical_key(key)
+            if name not in hints:
+                raise ValueError(_unknown_key_message(key))
+            typ = hints[name]
+            if text is None:
+                if _base_type(typ) is not bool:
+                    raise ValueError(f"{where}: config key {name!r} needs a value (--{name}=VALUE)")
+                values[name] = True
+                continue
+            values[name] = _parse_text(name, text, typ, where)
+        cfg = RunConfig(**values)
+        cfg.validate()
+        return cfg
+
+    # ----------------------------------------------------------------------------------
+    # checks and derived values
+
+    def validate(self, *, check_names: bool = True) -> None:
+        """Raise ``ValueError`` (key, value, what is allowed) for the first bad value.
+
+        ``check_names`` also checks that ``model`` is registered and ``dataset`` is known
+        (off when training on data passed in directly).
+        """
+        hints = _field_types()
+        for name in self.keys():
+            _coerce(name, getattr(self, name), hints[name], "config")  # type check
+        _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _require(_finite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        _require(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay", self.weight_decay, "a finite number >= 0",
+        )
+        _require(self.schedule in (None, *SCHEDULES), "schedule", self.schedule, f"one of {SCHEDULES}")
+        _require(self.step_size is None or self.step_size >= 1, "step_size", self.step_size,
+                 "an integer >= 1 (epochs between lr decays)")
+        _require(self.gamma is None or (_finite(self.gamma) and 0 < self.gamma <= 1), "gamma",
+                 self.gamma, "a number in (0, 1]")
+        _require(self.augment in AUGMENT_MODES, "augment", self.augment, f"one of {AUGMENT_MODES}")
+        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        for name in ("subset_train", "subset_test", "pad_to", "max_steps_per_epoch", "threads"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, name, value, "an integer >= 1 or none")
+        _require(_valid_device(self.device), "device", self.device,
+                 "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        _require(self.amp in AMP_MODES, "amp", self.amp, f"one of {AMP_MODES}")
+        _require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
+        _require(bool(self.out_dir), "out_dir", self.out_dir, "a non-empty path")
+        _require(
+            self.run_name is None or (bool(self.run_name) and "/" not in self.run_name
+                                      and "\\" not in self.run_name and self.run_name not in (".", "..")),
+            "run_name", self.run_name, "a directory name without '/' (or none)",
+        )
+        _require(self.time_budget_s is None or (_finite(self.time_budget_s) and self.time_budget_s > 0),
+                 "time_budget_s", self.time_budget_s, "a number of seconds > 0 or none")
+        for key in self.model_kwargs:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(f"model_kwargs key {key!r} is not a valid hyper-parameter name")
+            if key in _DATA_DERIVED_KWARGS:
+                raise ValueError(
+                    f"model_kwargs.{key}={self.model_kwargs[key]!r}: {key} is set from the dataset; "
+                    "remove it from model_kwargs"
+                )
+        if check_names:
+            from .registry import list_models
+
+            if self.model not in list_models():
+                close = difflib.get_close_matches(self.model, list_models(), n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(f"model={self.model!r} is not a registered model{hint} "
+                                 "(see mgiad.list_models())")
+            _canonical_dataset(self.dataset)
+
+    def resolved(self) -> RunConfig:
+        """A copy with the dataset defaults filled into the keys left at ``None``.
+
+        ``schedule``, ``step_size`` and ``gamma`` follow the dataset (FashionMNIST: lr x 0.1
+        every 25 epochs; CIFAR: cosine), unless the user set them. A step schedule always
+        ends up with a ``step_size`` and ``gamma``; a cosine one keeps them ``None``.
+        """
+        dataset = self.dataset
+        if dataset not in DATASET_DEFAULTS:
+            try:  # aliases such as "fmnist" or "CIFAR-10" get their dataset's defaults
+                dataset = _canonical_dataset(dataset)
+            except ValueError:  # custom data passed to train(): generic defaults
+                pass
+        defaults = DATASET_DEFAULTS.get(dataset, _FALLBACK_DEFAULTS)
+        schedule = self.schedule or defaults["schedule"]
+        step_size, gamma = self.step_size, self.gamma
+        if schedule == "step":
+            step_size = step_size if step_size is not None else defaults.get(
+                "step_size", _STEP_DEFAULTS["step_size"])
+            gamma = gamma if gamma is not None else defaults.get("gamma", _STEP_DEFAULTS["gamma"])
+        return dataclasses.replace(
+            self, dataset=dataset, schedule=schedule, step_size=step_size, gamma=gamma,
+            model_kwargs=dict(self.model_kwargs),
+        )
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``, a pure function of the epoch.
+
+        Cosine: ``lr/2 (1 + cos(pi e / epochs))``, the closed form of
+        ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped once per epoch. Being a
+        function of the epoch alone, the schedule needs no state of its own in checkpoints.
+        """
+        cfg = self.resolved()
+        if cfg.schedule == "cosine":
+            return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        assert cfg.step_size is not None and cfg.gamma is not None
+        return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable mapping (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
+def _canonical_key(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
+def _unknown_key_message(key: str) -> str:
+    keys = RunConfig.keys()
+    close = difflib.get_close_matches(_canonical_key(key), keys, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return (
+        f"unknown config key {key!r}{hint} (model hyper-parameters are set as "
+        f"--model_kwargs.{key}=VALUE; config keys: {', '.join(keys)})"
+    )
+
+
+def _canonical_dataset(name: str) -> str:
+    """The canonical dataset name of ``name`` or an alias (``ValueError`` if unknown)."""
+    try:
+        from .data import canonical_name
+    except ImportError:  # data module unavailable: accept exactly the canonical names
+        if name in KNOWN_DATASETS:
+            return name
+        close = difflib.get_close_matches(name, KNOWN_DATASETS, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"dataset={name!r} is not known{hint} (allowed: {', '.join(KNOWN_DATASETS)})") from None
+    return canonical_name(name)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and math.isfinite(x)
+
+
+def _valid_device(device: str) -> bool:
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    kind, _, index = device.partition(":")
+    return kind == "cuda" and index.isdigit()
+
+
+def _base_type(typ: Any) -> Any:
+    """``int | None`` -> ``int``; other annotations unchanged."""
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return typing.get_origin(typ) or typ
+
+
+def _optional(typ: Any) -> bool:
+    return type(None) in typing.get_args(typ)
+
+
+def _type_name(typ: Any) -> str:
+    base = _base_type(typ)
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            dict: "a mapping"}.get(base, str(base))
+    return name + (" or none" if _optional(typ) else "")
+
+
+def _coerce(name: str, value: Any, typ: Any, source: str) -> Any:
+    """Type-check a parsed (JSON/TOML/Python) value for field ``name``."""
+    base = _base_type(typ)
+    if value is None and _optional(typ):
+        return None
+    ok = False
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    elif base is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base is str:
+        ok = isinstance(value, str)
+    elif base is dict:
+        ok = isinstance(value, dict)
+        value = dict(value) if ok else value
+    if not ok:
+        raise ValueError(f"{source}: {name}={value!r} has the wrong type: {name} must be {_type_name(typ)}")
+    return value
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_NONE = ("none", "null", "")
+
+
+def _parse_text(name: str, text: str, typ: Any, where: str) -> Any:
+    """Parse a command-line string for field ``name`` according to its annotation."""
+    base = _base_type(typ)
+    low = text.strip().lower()
+    if _optional(typ) and low in _NONE:
+        return None
+    try:
+        if base is bool:
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is str:
+            return text
+        if base is dict:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"{where}: cannot read {text!r} as the value of {name}: {name} must be {_type_name(typ)}")
+
+
+def _parse_literal(text: str) -> Any:
+    """A model hyper-parameter: JSON or Python literal if it parses, else the string itself."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+def _split_overrides(args: list[str]) -> list[tuple[str, str | None]]:
+    """``["--a=1", "--b", "2", "--flag"]`` -> ``[("a", "1"), ("b", "2"), ("flag", None)]``."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"unexpected argument {arg!r}: overrides have the form --key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, text = body.split("=", 1)
+            out.append((key, text))
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append((body, args[i + 1]))
+            i += 2
+        else:
+            out.append((body, None))
+            i += 1
+    return out
