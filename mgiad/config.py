@@ -191,6 +191,7 @@ class RunConfig:
         values = dataclasses.asdict(self)
         values["model_kwargs"] = dict(self.model_kwargs)
         hints = _field_types()
+        pending: list[tuple[str, str | None]] = []
         for key, text in _split_overrides(list(overrides)):
             where = f"--{key}" if text is None else f"--{key}={text}"
             if key.startswith("model_kwargs.") or key.startswith("model-kwargs."):
@@ -203,7 +204,8 @@ class RunConfig:
                 continue
             name = _canonical_key(key)
             if name not in hints:
-                raise ValueError(_unknown_key_message(key))
+                pending.append((key, text))  # perhaps a model hyper-parameter: checked below
+                continue
             typ = hints[name]
             if text is None:
                 if _base_type(typ) is not bool:
@@ -211,6 +213,11 @@ class RunConfig:
                 values[name] = True
                 continue
             values[name] = _parse_text(name, text, typ, where)
+        for key, text in pending:  # --c_K=16 as shorthand for --model_kwargs.c_K=16
+            sub = key.replace("-", "_")
+            if text is None or sub not in _model_hyperparameters(values["model"]):
+                raise ValueError(_unknown_key_message(key))
+            values["model_kwargs"][sub] = _parse_literal(text)
         cfg = RunConfig(**values)
         cfg.validate()
         return cfg
@@ -481,3 +488,13 @@ def _split_overrides(args: list[str]) -> list[tuple[str, str | None]]:
             out.append((body, None))
             i += 1
     return out
+
+
+def _model_hyperparameters(model: str) -> list[str]:
+    """Hyper-parameters of a registered model (none for an unknown name)."""
+    from .registry import model_hyperparameters
+
+    try:
+        return [k for k in model_hyperparameters(model) if k not in _DATA_DERIVED_KWARGS]
+    except ValueError:
+        return []

@@ -49,7 +49,7 @@ def register_model(
     build.defaults = dict(defaults)  # type: ignore[attr-defined]
     build.accepted = accepted  # type: ignore[attr-defined]
     _MODELS[name] = build
-    _DOCS[name] = doc or (factory.__doc__ or "").strip().splitlines()[0]
+    _DOCS[name] = doc or next(iter((factory.__doc__ or "").strip().splitlines()), "")
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -66,7 +66,8 @@ def test_override_forms() -> None:
     ("override", "fragments"),
     [
         (["--lrr=0.1"], ["'lrr'", "did you mean lr"]),
-        (["--c_K=16"], ["'c_K'", "--model_kwargs.c_K"]),
+        (["--c_k=16"], ["'c_k'", "--model_kwargs.c_k"]),
+        (["--model=resnet20", "--c_K=16"], ["'c_K'", "--model_kwargs.c_K"]),
         (["--lr=abc"], ["lr", "'abc'", "a number"]),
         (["--epochs=1.5"], ["epochs", "'1.5'", "an integer"]),
         (["--download=maybe"], ["download", "true or false"]),
@@ -132,3 +133,9 @@ def test_to_dict_round_trip() -> None:
     assert json.loads(json.dumps(d)) == d
     assert RunConfig.from_dict(d) == cfg
     assert set(d) == set(RunConfig.keys())
+
+
+def test_model_hyperparameter_shorthand() -> None:
+    """``--c_K=16`` sets a hyper-parameter of the chosen model, as in ``mgiad params``."""
+    cfg = RunConfig().with_overrides(["--c_K=16", "--model=mgiad_3lvl", "--g_s=4"])
+    assert cfg.model == "mgiad_3lvl" and cfg.model_kwargs == {"c_K": 16, "g_s": 4}
