@@ -9,8 +9,9 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 setup:
 	@# torch/torchvision: keep an existing install; else the pinned release (on these machines from local disk)
-	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	@$(PYTHON) -c "import mgiad, pytest, safetensors, tensorboard, matplotlib, submitit" 2>/dev/null || $(PIP) install -q -e ".[test]"
+	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || $(PIP) install -q --root-user-action=ignore torch==2.14.1 torchvision==0.29.1
+	@# always (re-)install this checkout, so that `mgiad` and `python -m mgiad` run this code
+	@$(PIP) install -q --root-user-action=ignore -e ".[test]"
 	@# real FashionMNIST from Debian when we may install it (root, apt); otherwise use --download
 	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; fi
