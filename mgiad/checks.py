@@ -53,6 +53,16 @@ def check_widths(widths: Any) -> tuple[int, ...]:
     return widths
 
 
+def check_blocks(blocks: Any, widths: tuple[int, ...]) -> tuple[int, ...]:
+    """Blocks per stage: one positive count for all stages, or one per stage of ``widths``."""
+    blocks = (blocks,) * len(widths) if isinstance(blocks, numbers.Integral) else tuple(blocks)
+    if len(blocks) != len(widths):
+        raise ValueError(f"blocks={blocks} must give one count per stage of widths={widths}")
+    for i, b in enumerate(blocks):
+        check_int(f"blocks[{i}]", b)
+    return blocks
+
+
 def check_divides(name: str, g: int, width: int, where: str) -> None:
     """Group size ``g`` (channels per group) must divide the channel count it groups."""
     if width % g:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..checks import check_divides, check_input, check_int, check_widths
+from ..checks import check_blocks, check_divides, check_input, check_int, check_widths
 from ..layers import Head, Stem, conv3
 from .resnet import BasicBlock
 
@@ -87,16 +87,14 @@ class MGIC(nn.Module):
         widths = check_widths(widths)
         check_int("g", g, minimum=2)
         check_int("c_K", c_K)
-        blocks = (blocks,) * len(widths) if isinstance(blocks, int) else tuple(blocks)
-        if len(blocks) != len(widths):
-            raise ValueError(f"blocks={blocks} must give one count per stage of widths={widths}")
+        blocks = check_blocks(blocks, widths)
         self.stem = Stem(in_chans, widths[0])
         stages, c_in = [], widths[0]
         for s, (c, n) in enumerate(zip(widths, blocks)):
             layers: list[nn.Module] = []
             if s > 0:
                 layers += [nn.Conv2d(c_in, c, 1, stride=2, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-            layers += [MGICBlock(c, g=g, c_K=c_K) for _ in range(check_int(f"blocks[{s}]", n))]
+            layers += [MGICBlock(c, g=g, c_K=c_K) for _ in range(n)]
             stages.append(nn.Sequential(*layers))
             c_in = c
         self.stages = nn.Sequential(*stages)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checks import check_input, check_int, check_widths
+from ..checks import check_blocks, check_input, check_int, check_widths
 from ..layers import Head, Stem, conv3
 
 
@@ -68,11 +68,7 @@ class ResNet(nn.Module):
         self.in_chans = check_int("in_chans", in_chans)
         check_int("num_classes", num_classes)
         widths = check_widths(widths)
-        blocks = (blocks,) * len(widths) if isinstance(blocks, int) else tuple(blocks)
-        if len(blocks) != len(widths):
-            raise ValueError(f"blocks={blocks} must give one count per stage of widths={widths}")
-        for i, b in enumerate(blocks):
-            check_int(f"blocks[{i}]", b)
+        blocks = check_blocks(blocks, widths)
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (parameter-free) or 'B' (projection), got {shortcut!r}")
         self.stem = Stem(in_chans, widths[0])
