@@ -12,11 +12,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mgiad", description="MGiaD: multigrid in all dimensions")
     parser.add_argument("--version", action="version", version=f"mgiad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from . import bench, demo, params_cli, run_cli
+    from . import bench, demo, params_cli, run_cli, sweep_cli
 
     params_cli.add_commands(sub)
     run_cli.add_commands(sub)
     bench.add_commands(sub)
+    sweep_cli.add_commands(sub)
     demo.add_commands(sub)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
