@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import RowResult, summarize
-from .sweep import Variant, read_records
+from .sweep import Variant, ensure_variant_file, read_records
 
 #: (marker, colour) per family, in the order of the legend; other families get the rest.
 STYLES: dict[str, tuple[str, str]] = {
@@ -53,10 +53,21 @@ def _save(fig: Any, stem: Path) -> list[Path]:
     return files
 
 
+def _weights_label(x: float, _pos: int | None = None) -> str:
+    """30000 -> 30k, 2e6 -> 2M; minor ticks other than 2, 3, 5 x 10^n stay unlabelled."""
+    if x <= 0:
+        return ""
+    mantissa = x / 10 ** int(f"{x:e}".split("e")[1])
+    if round(mantissa, 6) not in (1, 2, 3, 5):
+        return ""
+    return f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
+
+
 def plot_tradeoff(variant: Variant, results: Sequence[RowResult], stem: Path) -> list[Path]:
     """Weights (log axis) vs test accuracy: ours filled with ±std bars, the paper's hollow."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     styles: dict[str, tuple[str, str]] = {}
@@ -85,6 +96,8 @@ def plot_tradeoff(variant: Variant, results: Sequence[RowResult], stem: Path) ->
         if paper or ours:
             drawn.append(fam)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_weights_label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_weights_label))
     ax.set_xlabel("weights (log scale)")
     ax.set_ylabel("test accuracy (%)")
     title = variant.experiment.title
@@ -150,6 +163,8 @@ def plot_curves(variant: Variant, records: list[dict[str, Any]], stem: Path) -> 
 
 def plot_experiment(variant: Variant, out_dir: str | Path | None = None) -> list[Path]:
     """Both plots of a variant: ``weights_vs_accuracy`` and ``curves`` (.png and .svg)."""
+    if out_dir is None:
+        ensure_variant_file(variant)
     out = Path(out_dir) if out_dir is not None else variant.dir
     records = read_records(variant.records_path)
     results = summarize(variant, records)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .experiment import ExperimentRow
-from .sweep import Variant, model_weights, plan, read_records
+from .sweep import Variant, ensure_variant_file, model_weights, plan, read_records
 
 
 @dataclass
@@ -237,6 +237,8 @@ def write_report(variant: Variant, out_dir: str | Path | None = None) -> tuple[s
     """Build the report; write ``report.md`` and ``report.csv``; return (text, files)."""
     records = read_records(variant.records_path)
     results = summarize(variant, records)
+    if out_dir is None:  # the directory then also says which experiment it belongs to
+        ensure_variant_file(variant)
     out = Path(out_dir) if out_dir is not None else variant.dir
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.md", out / "report.csv"]

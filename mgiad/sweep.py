@@ -499,6 +499,12 @@ def write_variant(variant: Variant) -> None:
     atomic_write_text(variant.dir / VARIANT, json.dumps(variant.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
+def ensure_variant_file(variant: Variant) -> None:
+    """Write ``variant.json`` if the results directory has none (a report before any sweep)."""
+    if not (variant.dir / VARIANT).is_file():
+        write_variant(variant)
+
+
 def sweep(variant: Variant, jobs: list[Job], *, workers: int = 1, gpus: Sequence[str] | None = None,
           reuse: bool = True, log: Any = print) -> SweepResult:
     """Run the jobs that are not finished, on this machine, ``workers`` at a time."""
