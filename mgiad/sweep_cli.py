@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import Any
 
 _OVERRIDES_HELP = (
@@ -173,10 +174,11 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "sweep", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run every row × seed of an experiment that has not finished",
-        description="Run every row × seed of an experiment that has not finished yet: finished runs "
-        "are skipped, interrupted ones resume from their last epoch. Each finished run appends "
-        "one record to RESULTS_DIR/VARIANT/records.jsonl.",
-        epilog=_OVERRIDES_HELP,
+        description=textwrap.fill(
+            "Run every row × seed of an experiment that has not finished yet: finished runs are "
+            "skipped, interrupted ones resume from their last epoch. Each finished run appends "
+            "one record to RESULTS_DIR/VARIANT/records.jsonl.", 88),
+        epilog=textwrap.fill(_OVERRIDES_HELP, 88),
     )
     _common(p)
     p.add_argument("--seeds", metavar="LIST", help="seeds to run, e.g. 0,1 or 0-4 (default: the experiment's)")
@@ -211,10 +213,11 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "report", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="the experiment's table: our numbers beside the paper's, with the difference",
-        description="Print the experiment's table in the paper's layout (weights, test accuracy "
-        "mean ± std, train accuracy; ours, the paper's and Δ) and write report.md and report.csv "
-        "next to the records. Without overrides: the paper-recipe results, else the newest "
-        "reduced variant; with overrides: the variant they select.",
+        description=textwrap.fill(
+            "Print the experiment's table in the paper's layout (weights, test accuracy mean ± "
+            "std, train accuracy; ours, the paper's and Δ) and write report.md and report.csv "
+            "next to the records. Without overrides: the paper-recipe results, else the newest "
+            "reduced variant; with overrides: the variant they select.", 88),
     )
     _common(p)
     p.add_argument("--format", choices=("text", "markdown", "csv"), default="text",

@@ -304,3 +304,16 @@ def test_reproduction_script_commands_parse() -> None:
         argv = [a.replace("$HERE", str(REPO / "benchmarks")).replace("${HERE}", str(REPO / "benchmarks"))
                 for a in argv]
         assert cli.main(argv + ["--dry-run", "--results-dir", "/nonexistent/results"]) == 0
+
+
+def test_slurm_task_requeues_itself_on_timeout(swept) -> None:
+    """submitit calls checkpoint() on time-out/pre-emption; the requeued task resumes the run."""
+    submitit = pytest.importorskip("submitit")
+    from mgiad.sweep import SweepTask
+
+    exp, results = swept
+    job = plan(make_variant(exp, (), results))[0]
+    delayed = SweepTask().checkpoint(job)
+    assert isinstance(delayed, submitit.helpers.DelayedSubmission)
+    assert isinstance(delayed.function, SweepTask) and delayed.args == (job,)
+    assert delayed.function(job)["status"] == "done"  # finished and recorded: nothing to do
