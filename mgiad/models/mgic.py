@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..checks import check_blocks, check_divides, check_input, check_int, check_widths
-from ..layers import Head, Stem, conv3
-from .resnet import BasicBlock
+from ..checks import check_divides, check_int
+from ..layers import conv3
+from .resnet import BasicBlock, StagedNet
 
 
 class GroupedBasicBlock(nn.Module):
@@ -61,7 +61,7 @@ class MGICBlock(nn.Module):
         return self.smooth(x)
 
 
-class MGIC(nn.Module):
+class MGIC(StagedNet):
     """ResNet skeleton whose blocks are MGIC channel V-cycles.
 
     Args:
@@ -81,25 +81,14 @@ class MGIC(nn.Module):
         g: int = 8,
         c_K: int = 32,
     ) -> None:
-        super().__init__()
-        self.in_chans = check_int("in_chans", in_chans)
-        check_int("num_classes", num_classes)
-        widths = check_widths(widths)
         check_int("g", g, minimum=2)
         check_int("c_K", c_K)
-        blocks = check_blocks(blocks, widths)
-        self.stem = Stem(in_chans, widths[0])
-        stages, c_in = [], widths[0]
-        for s, (c, n) in enumerate(zip(widths, blocks)):
+        super().__init__(in_chans, num_classes, widths, blocks)
+        c_in = self.widths[0]
+        for s, (c, n) in enumerate(zip(self.widths, self.blocks)):
             layers: list[nn.Module] = []
             if s > 0:
                 layers += [nn.Conv2d(c_in, c, 1, stride=2, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             layers += [MGICBlock(c, g=g, c_K=c_K) for _ in range(n)]
-            stages.append(nn.Sequential(*layers))
+            self.stages.append(nn.Sequential(*layers))
             c_in = c
-        self.stages = nn.Sequential(*stages)
-        self.head = Head(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans)
-        return self.head(self.stages(self.stem(x)))

@@ -43,7 +43,25 @@ class BasicBlock(nn.Module):
         return F.relu(out + x)
 
 
-class ResNet(nn.Module):
+class StagedNet(nn.Module):
+    """stem → stages → head, the skeleton of ResNet and MGIC; subclasses fill ``stages``."""
+
+    def __init__(self, in_chans: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int] | int) -> None:
+        super().__init__()
+        self.in_chans = check_int("in_chans", in_chans)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.widths = check_widths(widths)
+        self.blocks = check_blocks(blocks, self.widths)
+        self.stem = Stem(in_chans, self.widths[0])
+        self.stages = nn.Sequential()
+        self.head = Head(self.widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans)
+        return self.head(self.stages(self.stem(x)))
+
+
+class ResNet(StagedNet):
     """CIFAR ResNet: 3×3 stem, stages of basic blocks, average pooling, linear head.
 
     Args:
@@ -64,27 +82,18 @@ class ResNet(nn.Module):
         shortcut: str = "B",
         maxpool: bool = False,
     ) -> None:
-        super().__init__()
-        self.in_chans = check_int("in_chans", in_chans)
-        check_int("num_classes", num_classes)
-        widths = check_widths(widths)
-        blocks = check_blocks(blocks, widths)
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (parameter-free) or 'B' (projection), got {shortcut!r}")
-        self.stem = Stem(in_chans, widths[0])
+        super().__init__(in_chans, num_classes, widths, blocks)
         if maxpool:
             self.stem.append(nn.MaxPool2d(3, stride=2, padding=1))
-        stages, c_in = [], widths[0]
-        for s, (c, n) in enumerate(zip(widths, blocks)):
-            layers = [BasicBlock(c_in if i == 0 else c, c, 2 if (s > 0 and i == 0) else 1, shortcut) for i in range(n)]
-            stages.append(nn.Sequential(*layers))
+        c_in = self.widths[0]
+        for s, (c, n) in enumerate(zip(self.widths, self.blocks)):
+            stride = 1 if s == 0 else 2
+            self.stages.append(nn.Sequential(
+                *(BasicBlock(c_in if i == 0 else c, c, stride if i == 0 else 1, shortcut) for i in range(n))
+            ))
             c_in = c
-        self.stages = nn.Sequential(*stages)
-        self.head = Head(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans)
-        return self.head(self.stages(self.stem(x)))
 
 
 #: ResNet18, CIFAR variant: widths [64,128,256,512], 2 blocks each, projection shortcuts.
