@@ -114,7 +114,7 @@ def plot_tradeoff(variant: Variant, results: Sequence[RowResult], stem: Path) ->
                               markersize=8, label="paper"))
     if not drawn:
         ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center", va="center")
-    ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
     files = _save(fig, stem)
     plt.close(fig)
     return files
