@@ -21,10 +21,10 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RESULTS="${RESULTS:-results}"
 
 # 1. Table IV on real FashionMNIST: ResNet20, MgNet (3 levels), MGiaD c_K=16 with g_s = 4, 8, 16.
-mgiad sweep table_IV --subset=10000 --epochs=4 --schedule=cosine --results-dir "$RESULTS"
+mgiad sweep table_IV --subset=10000 --epochs=4 --schedule=cosine --threads=1 --workers 2 --results-dir "$RESULTS"
 
 # 2. CIFAR-10 counterpart: ResNet20, MgNet_{A,B} (3 levels), MGiaD c_K=16 with g_s = 4, 8.
-mgiad sweep "$HERE/cifar10_3level.toml" --subset=10000 --epochs=3 --results-dir "$RESULTS"
+mgiad sweep "$HERE/cifar10_3level.toml" --subset=10000 --epochs=3 --threads=1 --workers 2 --results-dir "$RESULTS"
 
 # 3. Tables (printed, and report.md / report.csv) and figures (PNG + SVG) next to the records.
 mgiad report table_IV --subset=10000 --epochs=4 --schedule=cosine --results-dir "$RESULTS"
