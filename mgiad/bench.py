@@ -46,7 +46,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
     name, _, rest = spec.partition(":")
     kwargs: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, _split_top_level(rest)):
         if "=" not in item:
             raise ValueError(f"bad model spec {spec!r}: expected name:key=value,key=value")
         k, v = item.split("=", 1)
@@ -55,6 +55,19 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         except (ValueError, SyntaxError):
             kwargs[k] = v
     return name, kwargs
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, so that ``widths=(8,16,32),c_K=4`` is two items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
 
 
 def _device(name: str) -> torch.device:
