@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import parse_literal
 from .counting import count_flops, count_weights
 from .registry import create_model
 
@@ -42,18 +43,13 @@ class BenchResult:
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``name[:key=value,key=value]`` → (name, kwargs), e.g. ``mgiad:c_K=16,g_s=4``."""
-    import ast
-
     name, _, rest = spec.partition(":")
     kwargs: dict[str, Any] = {}
     for item in filter(None, _split_top_level(rest)):
         if "=" not in item:
             raise ValueError(f"bad model spec {spec!r}: expected name:key=value,key=value")
         k, v = item.split("=", 1)
-        try:
-            kwargs[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            kwargs[k] = v
+        kwargs[k] = parse_literal(v)
     return name, kwargs
 
 

@@ -200,7 +200,7 @@ class RunConfig:
                     raise ValueError(f"{where}: {sub!r} is not a valid model hyper-parameter name")
                 if text is None:
                     raise ValueError(f"{where}: a model hyper-parameter needs a value (--{key}=VALUE)")
-                values["model_kwargs"][sub] = _parse_literal(text)
+                values["model_kwargs"][sub] = parse_literal(text)
                 continue
             name = _canonical_key(key)
             if name not in hints:
@@ -217,7 +217,7 @@ class RunConfig:
             sub = key.replace("-", "_")
             if text is None or sub not in _model_hyperparameters(values["model"]):
                 raise ValueError(_unknown_key_message(key))
-            values["model_kwargs"][sub] = _parse_literal(text)
+            values["model_kwargs"][sub] = parse_literal(text)
         cfg = RunConfig(**values)
         cfg.validate()
         return cfg
@@ -453,8 +453,9 @@ def _parse_text(name: str, text: str, typ: Any, where: str) -> Any:
     raise ValueError(f"{where}: cannot read {text!r} as the value of {name}: {name} must be {_type_name(typ)}")
 
 
-def _parse_literal(text: str) -> Any:
-    """A model hyper-parameter: JSON or Python literal if it parses, else the string itself."""
+def parse_literal(text: str) -> Any:
+    """A model hyper-parameter: true/false/none, a JSON or Python literal if it parses, else
+    the string itself (shared by ``mgiad train``, ``mgiad params`` and ``mgiad bench``)."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"

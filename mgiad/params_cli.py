@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from typing import Any
 
+from .config import parse_literal
 from .counting import count_flops, count_weights
 from .paper import check_tables, unused_transfer_weights
 from .registry import create_model, list_models, model_defaults, model_doc
 
 
 def parse_overrides(extra: list[str]) -> dict[str, Any]:
-    """``--key=value`` pairs to keyword arguments; values are Python literals or strings."""
+    """``--key=value`` pairs to keyword arguments (values as :func:`config.parse_literal` reads them)."""
     kwargs: dict[str, Any] = {}
     for item in extra:
         if not item.startswith("--") or "=" not in item:
             raise ValueError(f"expected --key=value, got {item!r}")
         key, value = item[2:].split("=", 1)
-        key = key.replace("-", "_")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
+        kwargs[key.replace("-", "_")] = parse_literal(value)
     return kwargs
 
 

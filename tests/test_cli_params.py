@@ -49,3 +49,12 @@ def test_bad_input_is_one_clear_line(capsys) -> None:
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "mgiad", "params", "resnet20"], capture_output=True, text=True, check=True)
     assert "269,722" in out.stdout
+
+
+def test_boolean_overrides_are_booleans(capsys) -> None:
+    """`--transfer_norm=false` must switch the BNs off, not pass the (truthy) string 'false'."""
+    assert main(["params", "mgiad_3lvl", "--transfer_norm=false", "--json"]) == 0
+    off = json.loads(capsys.readouterr().out)["weights"]
+    assert main(["params", "mgiad_3lvl", "--json"]) == 0
+    on = json.loads(capsys.readouterr().out)["weights"]
+    assert on - off == 2 * 2 * (32 + 64)  # the two transfer BNs of levels 2 and 3
