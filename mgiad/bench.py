@@ -3,8 +3,8 @@
 Timings on a shared machine are noisy, so models are measured in interleaved rounds
 (A B C A B C ...) and each figure is the median over rounds; ratios to a named baseline
 are computed from figures taken in the same run. Peak memory is measured in a fresh
-subprocess per model (the process's peak RSS on CPU, ``max_memory_allocated`` on CUDA)
-so that one model's allocations cannot hide another's.
+subprocess per model (see ``_peak_memory_child``) so that one model's allocations cannot
+hide another's.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -177,28 +179,37 @@ def peak_memory(spec: str, *, batch: int, image_size: int, device: str, precisio
 
 
 def _peak_memory_child(args: dict[str, Any]) -> float:
-    """CUDA: the allocator's peak over a training step. CPU (no allocator statistics): the
-    bytes autograd keeps for the backward pass (distinct storages of saved tensors) plus
-    weights, gradients and momentum — the part of the peak a model decides, free of noise."""
+    """Peak memory (MB) of one training step, weights, gradients and optimizer state included.
+
+    CUDA: the caching allocator's peak. CPU, which keeps no such statistic: the peak of the
+    bytes PyTorch's CPU allocator holds during the step, from the profiler's memory events
+    (activations kept for backward, recomputed ones, gradients, temporaries), plus the weights
+    and momentum that exist before it. A process's RSS would add the allocator's caching and
+    the interpreter, which no model decides.
+    """
     dev = torch.device(args["device"])
     model, opt = _setup(args["spec"], dev, args["channels_last"])
     x, y = _batch(model, args["batch"], args["image_size"], dev, args["channels_last"])
     train_step(model, opt, x, y, dev, args["precision"])  # creates gradients and momentum
+    opt.zero_grad(set_to_none=True)  # the step allocates its gradients anew, inside the window
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         train_step(model, opt, x, y, dev, args["precision"])
         return torch.cuda.max_memory_allocated() / 2**20
-    storages: dict[int, int] = {}
+    from torch.profiler import ProfilerActivity, profile
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         train_step(model, opt, x, y, dev, args["precision"])
-    state = sum(p.numel() * p.element_size() for p in model.parameters()) * 3  # w, grad, momentum
-    return (sum(storages.values()) + state) / 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    held = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    state = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers(), x])
+    state += sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+                 if isinstance(v, torch.Tensor))
+    return (max(held, default=0) + state) / 2**20
 
 
 def machine() -> str:

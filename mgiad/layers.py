@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .recompute import recompute_in_backward
+
 
 def conv3(c_in: int, c_out: int, groups: int = 1, stride: int = 1) -> nn.Conv2d:
     """3×3 convolution, padding 1, no bias (every conv is followed by BN, paper §IV)."""
@@ -54,6 +56,10 @@ class Smoother(nn.Module):
         share_B: one B for all steps, or one per step.
     """
 
+    #: recompute each step's activations in backward (set for a whole model by its
+    #: ``memory_efficient`` argument)
+    memory_efficient: bool = False
+
     def __init__(self, channels: int, steps: int, groups: int = 1, share_B: bool = True) -> None:
         super().__init__()
         self.steps = steps
@@ -63,16 +69,36 @@ class Smoother(nn.Module):
             nn.ModuleList([nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)]) for _ in range(steps)
         )
 
-    def step(self, f: torch.Tensor, u: torch.Tensor, i: int) -> torch.Tensor:
-        """Step i of eq. (3): u + σ(BN(B^i σ(BN(f − A u))))."""
+    def residual(self, f: torch.Tensor, u: torch.Tensor | None, Au: torch.Tensor | None = None) -> torch.Tensor:
+        """f − A u; ``Au`` is A u already computed for this very u (FAS, see ``step``)."""
+        if u is None:  # u = 0 (Alg. 1/3 l.1): A·0 = 0, a convolution saved
+            return f
+        return f - (self.A(u) if Au is None else Au)
+
+    def step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None = None) -> torch.Tensor:
+        """Step i of eq. (3): u + σ(BN(B^i σ(BN(f − A u)))).
+
+        ``u=None`` is the zero initial guess. ``Au``: A u when the caller has it already —
+        after a FAS restriction f = R r + A u, the first step's residual needs the same
+        A u again, and reusing the tensor gives the same numbers for one convolution less.
+        With ``memory_efficient`` set, training keeps only the step's inputs for backward
+        and recomputes the rest there (same numbers, less memory, more time).
+        """
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            return recompute_in_backward(self, self._step, f, u, i, Au)
+        return self._step(f, u, i, Au)
+
+    def _step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None) -> torch.Tensor:
         B = self.B[i if len(self.B) > 1 else 0]
         bn_r, bn_e = self.norms[i]
-        r = F.relu(bn_r(f - self.A(u)))  # residual f − A u, normalised
-        return u + F.relu(bn_e(B(r)))  # u + B^i r
+        r = F.relu(bn_r(self.residual(f, u, Au)), inplace=True)  # residual f − A u, normalised
+        e = F.relu(bn_e(B(r)), inplace=True)  # B^i r (in place: BN keeps its input, not output)
+        return e if u is None else u + e
 
-    def forward(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, u: torch.Tensor | None, Au: torch.Tensor | None = None) -> torch.Tensor:
         for i in range(self.steps):
-            u = self.step(f, u, i)
+            u = self.step(f, u, i, Au)
+            Au = None  # u changed
         return u
 
 
@@ -97,14 +123,27 @@ class ResolutionTransfer(nn.Module):
             self.bn_Pi = nn.BatchNorm2d(c_out)
             self.bn_R = nn.BatchNorm2d(c_out)
 
+    #: recompute the transfer in backward (set for a whole model by ``memory_efficient``)
+    memory_efficient: bool = False
+
     def forward(
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (f, u, A u) on level ℓ+1; the coarse smoother's first step reuses A u."""
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            return recompute_in_backward(self, self._transfer, f, u, A_fine, A_coarse)
+        return self._transfer(f, u, A_fine, A_coarse)
+
+    def _transfer(
+        self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r = f - A_fine(u)  # residual on level ℓ
         if self.norm:
-            u = F.relu(self.bn_Pi(self.Pi(u)))  # eq. (6)
-            f = F.relu(self.bn_R(self.R(r))) + A_coarse(u)  # eq. (7)
+            u = F.relu(self.bn_Pi(self.Pi(u)), inplace=True)  # eq. (6)
+            Au = A_coarse(u)
+            f = F.relu(self.bn_R(self.R(r)), inplace=True) + Au  # eq. (7)
         else:
             u = self.Pi(u)  # eq. (6)
-            f = self.R(F.relu(r)) + A_coarse(u)  # eq. (7)
-        return f, u
+            Au = A_coarse(u)
+            f = self.R(F.relu(r)) + Au  # eq. (7)
+        return f, u, Au

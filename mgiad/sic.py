@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from .checks import check_divides, check_int
 from .layers import Smoother
+from .recompute import recompute_in_backward
 
 
 def channel_hierarchy(channels: int, c_K: int) -> list[int]:
@@ -51,6 +52,9 @@ class SiC(nn.Module):
         eta_pre, eta_post: pre- and post-smoothing steps on every level.
     """
 
+    #: recompute the restriction in backward (set for a whole model by ``memory_efficient``)
+    memory_efficient: bool = False
+
     def __init__(self, channels: int, *, c_K: int, g_s: int, eta_pre: int = 1, eta_post: int = 1) -> None:
         super().__init__()
         hierarchy = channel_hierarchy(channels, c_K)
@@ -79,15 +83,30 @@ class SiC(nn.Module):
         """Channels of this level and every coarser one."""
         return [self.smoother.A.in_channels] + (self.coarse.hierarchy() if self.coarse else [])
 
-    def forward(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def restrict(self, f: torch.Tensor, u: torch.Tensor, Au: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """FAS restriction to level κ+1: (u_c, f_c, Â_{κ+1} u_c); the coarse SiC reuses the last."""
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            return recompute_in_backward(self, self._restrict, f, u, Au)
+        return self._restrict(f, u, Au)
+
+    def _restrict(self, f: torch.Tensor, u: torch.Tensor, Au: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        r = self.smoother.residual(f, u, Au)  # f − Â_κ u
+        u_c = F.relu(self.bn_Pi(self.Pi_hat(u)), inplace=True)  # Alg. 2 l.4: u_{κ+1} = Π̂ u
+        Au_c = self.coarse.A(u_c)
+        f_c = F.relu(self.bn_R(self.R_hat(r)), inplace=True) + Au_c  # Alg. 2 l.5
+        return u_c, f_c, Au_c
+
+    def forward(self, f: torch.Tensor, u: torch.Tensor | None, Au: torch.Tensor | None = None) -> torch.Tensor:
+        """Algorithm 2. ``u=None`` is u = 0; ``Au`` is Â u when the caller computed it already
+        (the FAS restriction did), so that no step computes the same Â u twice."""
         for i in range(self.eta_pre):  # Alg. 2 l.1
-            u = self.smoother.step(f, u, i)  # Alg. 2 l.2: pre-smoothing
+            u, Au = self.smoother.step(f, u, i, Au), None  # Alg. 2 l.2: pre-smoothing
         if self.coarse is not None:  # Alg. 2 l.3: κ ≠ K
-            r = f - self.A(u)
-            u_c = F.relu(self.bn_Pi(self.Pi_hat(u)))  # Alg. 2 l.4
-            f_c = F.relu(self.bn_R(self.R_hat(r))) + self.coarse.A(u_c)  # Alg. 2 l.5
-            u_c = self.coarse(f_c, u_c)  # Alg. 2 l.6
-            u = u + self.P_hat(u_c)  # Alg. 2 l.7
+            if u is None:  # η_pre = 0 on the first grid: Π̂ needs the zeros themselves
+                u = torch.zeros_like(f)
+            u_c, f_c, Au_c = self.restrict(f, u, Au)  # Alg. 2 l.4–5
+            u_c = self.coarse(f_c, u_c, Au_c)  # Alg. 2 l.6
+            u, Au = u + self.P_hat(u_c), None  # Alg. 2 l.7
         for i in range(self.eta_pre, self.eta_pre + self.eta_post):  # Alg. 2 l.8
-            u = self.smoother.step(f, u, i)  # Alg. 2 l.9: post-smoothing
+            u, Au = self.smoother.step(f, u, i, Au), None  # Alg. 2 l.9: post-smoothing
         return u

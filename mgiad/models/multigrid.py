@@ -17,6 +17,9 @@ from ..checks import check_divides, check_input, check_int, check_widths, scaled
 from ..layers import Head, ResolutionTransfer, Smoother, Stem
 from ..sic import SiC
 
+#: The parts that can recompute their activations in backward (``memory_efficient``).
+_RECOMPUTABLE = (Smoother, SiC, ResolutionTransfer)
+
 #: Widths of the paper's resolution levels: ResNet18-size (4) and ResNet20-size (3).
 LEVEL_WIDTHS = {4: (64, 128, 256, 256), 3: (16, 32, 64)}
 
@@ -50,14 +53,29 @@ class MultigridNet(nn.Module):
         self.stem = Stem(in_chans, widths[0])
         self.head = Head(widths[-1], num_classes)
 
+    @property
+    def memory_efficient(self) -> bool:
+        """Recompute smoothing steps in backward instead of keeping their activations.
+
+        Same outputs, gradients and BN statistics (tests/test_fast_paths.py); about half the
+        training memory for a third more time (README, Performance).
+        """
+        return all(m.memory_efficient for m in self.modules() if isinstance(m, _RECOMPUTABLE))
+
+    @memory_efficient.setter
+    def memory_efficient(self, value: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, _RECOMPUTABLE):
+                m.memory_efficient = bool(value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans)
         f = self.stem(x)  # data f₁
-        u = torch.zeros_like(f)  # Alg. 1/3 l.1: u₁ = 0
+        u, Au = None, None  # Alg. 1/3 l.1: u₁ = 0 (None: A u₁ = 0 needs no convolution)
         for l, smoother in enumerate(self.levels):
             if l > 0:  # Alg. 3 l.4–5: u_{ℓ+1} = Π u_ℓ, f_{ℓ+1} = R(f_ℓ − A_ℓ u_ℓ) + A_{ℓ+1} u_{ℓ+1}
-                f, u = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
-            u = smoother(f, u)  # Alg. 1 l.3–4 / Alg. 3 l.3: smoothing (SiC in MGiaD)
+                f, u, Au = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
+            u = smoother(f, u, Au)  # Alg. 1 l.3–4 / Alg. 3 l.3: smoothing (SiC in MGiaD)
         return self.head(u)
 
 
@@ -74,6 +92,7 @@ class MgNet(MultigridNet):
         share_B: share B over the steps (MgNet_{A,B}) or not (MgNet_A).
         g_s: channels per group of A and B (Table VI); None = fully coupled.
         widths: explicit channels per level (overrides ``levels``).
+        memory_efficient: recompute smoothing steps in backward (less memory, more time).
     """
 
     def __init__(
@@ -86,6 +105,7 @@ class MgNet(MultigridNet):
         share_B: bool = True,
         g_s: int | None = None,
         widths: Sequence[int] | None = None,
+        memory_efficient: bool = False,
     ) -> None:
         widths = _widths(levels, widths)
         super().__init__(in_chans, num_classes, widths)
@@ -104,6 +124,7 @@ class MgNet(MultigridNet):
         self.transfers = nn.ModuleList(
             ResolutionTransfer(c, c_next, norm=False) for c, c_next in zip(widths, widths[1:])
         )
+        self.memory_efficient = memory_efficient
 
 
 class MGiaD(MultigridNet):
@@ -122,6 +143,7 @@ class MGiaD(MultigridNet):
         transfer_norm: BN + ReLU after Π and R (the CIFAR variant); False is the
             FashionMNIST variant whose weight counts the paper's Tables III–IV match.
         widths: explicit channels per level before scaling (overrides ``levels``).
+        memory_efficient: recompute smoothing steps in backward (less memory, more time).
     """
 
     def __init__(
@@ -137,6 +159,7 @@ class MGiaD(MultigridNet):
         levels: int = 4,
         transfer_norm: bool = True,
         widths: Sequence[int] | None = None,
+        memory_efficient: bool = False,
     ) -> None:
         widths = scaled_widths(_widths(levels, widths), lam)
         super().__init__(in_chans, num_classes, widths)
@@ -154,6 +177,7 @@ class MGiaD(MultigridNet):
         self.transfers = nn.ModuleList(
             ResolutionTransfer(c, c_next, norm=transfer_norm) for c, c_next in zip(widths, widths[1:])
         )
+        self.memory_efficient = memory_efficient
 
     def channel_hierarchies(self) -> list[list[int]]:
         """The in-channel levels [c_{ℓ,1}, …, c_{ℓ,K}] of every resolution level ℓ."""

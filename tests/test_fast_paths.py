@@ -1,0 +1,101 @@
+"""The fast execution paths give the numbers of the plain algorithm (tests/reference.py).
+
+The library's forward reuses A u after every FAS restriction, skips A·0, applies ReLU in
+place and, with ``memory_efficient``, recomputes activations in backward. Each must leave
+outputs, every gradient and the BatchNorm running statistics equal to the literal
+Algorithms 1–3 up to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import reference  # tests/reference.py (pytest puts tests/ on sys.path)
+import torch
+
+import mgiad
+from mgiad.allocator import keep_freed_memory
+
+CASES = [
+    ("mgiad_3lvl", {}),
+    ("mgiad", {"c_K": 16, "g_s": 4, "widths": (16, 32, 64, 64)}),
+    ("mgiad", {"levels": 3, "c_K": 4, "g_s": 2, "eta_pre": 0, "eta_post": 2}),
+    ("mgiad", {"levels": 3, "c_K": 4, "g_s": 4, "eta_pre": 2, "eta_post": 1}),
+    ("mgiad_3lvl_fmnist", {}),
+    ("mgnet_ab_3lvl", {}),
+    ("mgnet_a_3lvl", {}),
+]
+
+
+def _pair(name: str, kwargs: dict, **fast: object) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    plain = mgiad.create_model(name, **kwargs)
+    model = copy.deepcopy(plain)
+    for k, v in fast.items():
+        setattr(model, k, v)
+    return plain, model
+
+
+def _assert_close_grads(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        scale = p.grad.abs().max().clamp_min(1e-6)
+        assert ((p.grad - q.grad).abs().max() / scale) < 1e-4, name
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True], ids=["default", "memory_efficient"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_training_step_equals_the_plain_algorithm(name, kwargs, channels_last, memory_efficient) -> None:
+    ref, model = _pair(name, kwargs, memory_efficient=memory_efficient)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ref, model = ref.to(memory_format=fmt), model.to(memory_format=fmt)
+    x = torch.randn(6, model.in_chans, 16, 16).contiguous(memory_format=fmt)
+    target = torch.randn(6, 10)
+    expected = reference.forward(ref, x)
+    out = model(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    (expected * target).sum().backward()
+    (out * target).sum().backward()
+    _assert_close_grads(ref, model)
+    for (name_, b), b2 in zip(ref.named_buffers(), model.buffers()):  # running statistics, counts
+        torch.testing.assert_close(b2, b, rtol=1e-5, atol=1e-6, msg=name_)
+    ref.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.forward(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_memory_efficient_flag_reaches_every_part_and_is_a_model_argument() -> None:
+    model = mgiad.create_model("mgiad_3lvl", memory_efficient=True)
+    assert model.memory_efficient
+    model.memory_efficient = False
+    assert not model.memory_efficient
+    assert mgiad.create_model("mgnet_ab_3lvl", memory_efficient=True).memory_efficient
+
+
+def test_memory_efficient_keeps_less_for_backward() -> None:
+    """Counted with autograd's saved-tensor hooks: what the plain forward keeps alive."""
+    plain, lean = _pair("mgiad", {"c_K": 16, "g_s": 4, "widths": (16, 32, 64, 64)}, memory_efficient=True)
+    x = torch.randn(8, 3, 16, 16)
+
+    def kept(model: torch.nn.Module) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(x).sum().backward()
+        return sum(storages.values())
+
+    assert kept(lean) < kept(plain) / 2
+
+
+def test_allocator_setting_is_idempotent_and_changes_no_number() -> None:
+    ref, model = _pair("mgiad_3lvl", {})
+    x = torch.randn(2, 3, 16, 16)
+    before = model(x)
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first  # once per process
+    torch.testing.assert_close(model(x), before, rtol=0, atol=0)
