@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from .checks import check_divides, check_int
 from .layers import Smoother
+from .pairconv import PairInterpolation, PairRestriction
 from .recompute import recompute_in_backward
 
 
@@ -67,12 +68,12 @@ class SiC(nn.Module):
         self.coarse: SiC | None = None
         if not coarsest:
             half = channels // 2
-            self.Pi_hat = nn.Conv2d(channels, half, 1, groups=half, bias=False)
+            self.Pi_hat = PairRestriction(channels)
             self.bn_Pi = nn.BatchNorm2d(half)
-            self.R_hat = nn.Conv2d(channels, half, 1, groups=half, bias=False)
+            self.R_hat = PairRestriction(channels)
             self.bn_R = nn.BatchNorm2d(half)
             self.coarse = SiC(half, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post)
-            self.P_hat = nn.Conv2d(half, channels, 1, groups=half, bias=False)
+            self.P_hat = PairInterpolation(channels)
 
     @property
     def A(self) -> nn.Module:

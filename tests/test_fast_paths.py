@@ -15,7 +15,10 @@ import reference  # tests/reference.py (pytest puts tests/ on sys.path)
 import torch
 
 import mgiad
+import torch.nn.functional as F
+
 from mgiad.allocator import keep_freed_memory
+from mgiad.pairconv import PairInterpolation, PairRestriction
 
 CASES = [
     ("mgiad_3lvl", {}),
@@ -99,3 +102,21 @@ def test_allocator_setting_is_idempotent_and_changes_no_number() -> None:
     first = keep_freed_memory()
     assert keep_freed_memory() is first  # once per process
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [PairRestriction, PairInterpolation])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pair_transfers_equal_the_grouped_convolution(cls, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    conv = cls(8).double()
+    x = torch.randn(3, conv.in_channels, 5, 4, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, groups=conv.groups), rtol=0, atol=1e-12)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last) == channels_last
+    # gradcheck perturbs x and conv.weight in place; conv(x) reads both.
+    assert torch.autograd.gradcheck(lambda x, w: conv(x), (x, conv.weight))
+    conv.weight.grad = None
+    conv(x.detach()).sum().backward()  # an input without gradient: the weight's alone
+    assert conv.weight.grad is not None
