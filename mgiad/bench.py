@@ -216,48 +216,90 @@ def machine() -> str:
     """A one-line description of the hardware the figures came from."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def format_table(results: list[BenchResult], baseline: str | None) -> str:
-    base = next((r for r in results if r.name == baseline), results[0]) if results else None
-    lines = [f"{'model':<28} {'weights':>11} {'GFLOPs':>8} {'train img/s':>12} {'×base':>6} "
-             f"{'infer img/s':>12} {'×base':>6} {'peak MB':>8} {'×base':>6}"]
+def baselines_for(results: list[BenchResult], baselines: list[str] | None) -> list[BenchResult]:
+    """The baseline of each result: the nearest of ``baselines`` listed at or before it.
+
+    ``--baseline resnet18 --baseline resnet20`` with models ``resnet18 mgiad resnet20
+    mgiad_3lvl`` compares mgiad with ResNet18 and the 3-level MGiaD with ResNet20.
+    """
+    names = [r.name for r in results]
+    for b in baselines or []:
+        if b not in names:
+            raise ValueError(f"baseline {b!r} is not one of the measured models {names}; "
+                             f"list it among the models too")
+    chosen = [r for r in results if r.name in (baselines or [names[0]])]
+    out, current = [], chosen[0]
     for r in results:
-        mem_ratio = f"{r.peak_mem_mb / base.peak_mem_mb:6.2f}" if base and base.peak_mem_mb else "     -"
+        current = r if r in chosen else current
+        out.append(current)
+    return out
+
+
+def format_table(results: list[BenchResult], baselines: list[str] | None = None) -> str:
+    bases = baselines_for(results, baselines)
+    lines = [f"{'model':<42} {'weights':>11} {'GFLOPs':>7} {'train img/s':>11} {'×':>5} "
+             f"{'infer img/s':>11} {'×':>5} {'peak MB':>8} {'×':>5}  vs"]
+    for r, b in zip(results, bases):
+        mem_ratio = f"{r.peak_mem_mb / b.peak_mem_mb:5.2f}" if b.peak_mem_mb else "    -"
         lines.append(
-            f"{r.name:<28} {r.weights:>11,} {r.gflops:>8.3f} {r.train_img_s:>12.1f} "
-            f"{r.train_img_s / base.train_img_s:>6.2f} {r.infer_img_s:>12.1f} "
-            f"{r.infer_img_s / base.infer_img_s:>6.2f} {r.peak_mem_mb:>8.0f} {mem_ratio}"
+            f"{r.name:<42} {r.weights:>11,} {r.gflops:>7.3f} {r.train_img_s:>11.1f} "
+            f"{r.train_img_s / b.train_img_s:>5.2f} {r.infer_img_s:>11.1f} "
+            f"{r.infer_img_s / b.infer_img_s:>5.2f} {r.peak_mem_mb:>8.0f} {mem_ratio}  {b.name}"
         )
     return "\n".join(lines)
 
 
-def to_json(results: list[BenchResult], settings: dict[str, Any]) -> str:
-    return json.dumps({"machine": machine(), "settings": settings,
-                       "results": [asdict(r) for r in results]}, indent=2)
+def to_json(results: list[BenchResult], settings: dict[str, Any], baselines: list[str] | None = None) -> str:
+    rows = []
+    for r, b in zip(results, baselines_for(results, baselines)):
+        row = asdict(r)
+        row["baseline"] = b.name
+        row["train_ratio"] = r.train_img_s / b.train_img_s
+        row["infer_ratio"] = r.infer_img_s / b.infer_img_s
+        row["memory_ratio"] = r.peak_mem_mb / b.peak_mem_mb if b.peak_mem_mb else None
+        rows.append(row)
+    return json.dumps({"machine": machine(), "settings": settings, "results": rows}, indent=2)
 
 
 if __name__ == "__main__":  # child process of peak_memory()
     print(_peak_memory_child(json.loads(sys.argv[1])))
 
 
+#: The comparisons of the performance targets (README, Performance): the ResNet18-size
+#: networks against ResNet18, the 3-level MGiaD against ResNet20.
+DEFAULT_MODELS = ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4", "mgiad:c_K=16,g_s=4,memory_efficient=True",
+                  "resnet20", "mgiad_3lvl"]
+DEFAULT_BASELINES = ["resnet18", "resnet20"]
+
+
 def cmd_bench(args: Any, extra: list[str]) -> int:
-    specs = args.models or ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4"]
+    specs = args.models or DEFAULT_MODELS
+    if not args.models and not args.baseline:
+        args.baseline = DEFAULT_BASELINES
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
                                               "precision", "channels_last")}
+    if args.baseline:
+        baselines_for([BenchResult(s, {}, 0, 0) for s in specs], args.baseline)  # fail before measuring
     results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,
                     rounds=args.rounds, device=args.device, precision=args.precision,
                     channels_last=args.channels_last, memory=not args.no_memory)
     print(f"# {machine()}; batch {args.batch}, {args.precision}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.rounds} interleaved rounds")
-    print(format_table(results, args.baseline or specs[0]))
+    print(format_table(results, args.baseline))
     if args.json:
         with open(args.json, "w") as fh:
-            fh.write(to_json(results, settings))
+            fh.write(to_json(results, settings, args.baseline))
     return 0
 
 
@@ -265,8 +307,11 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("bench", help="training/inference speed and memory, side by side",
                        description="Measure models in interleaved rounds in one process and print "
                        "ratios to a baseline. MODEL is name[:key=value,...], e.g. mgiad:c_K=16,g_s=4.")
-    p.add_argument("models", nargs="*", metavar="MODEL")
-    p.add_argument("--baseline", help="model spec the ratios refer to (default: the first)")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help=f"default: {' '.join(DEFAULT_MODELS)} (baselines resnet18, resnet20)")
+    p.add_argument("--baseline", action="append", metavar="MODEL",
+                   help="model the ratios (×) refer to (default: the first); repeat it for several, "
+                   "each model then compares with the nearest baseline listed before it")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=3, help="steps per round and model")

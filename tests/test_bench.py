@@ -33,6 +33,21 @@ def test_bench_cli_prints_ratios_and_writes_json(tmp_path, capsys) -> None:
     assert main(["bench", *TINY, "--batch", "8", "--steps", "1", "--rounds", "1",
                  "--device", "cpu", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "×base" in text and "1.00" in text
+    assert " vs" in text and "1.00" in text
     data = json.loads(out.read_text())
     assert data["machine"] and len(data["results"]) == 2
+    assert [r["baseline"] for r in data["results"]] == [TINY[0]] * 2
+    assert data["results"][0]["train_ratio"] == 1.0
+
+
+def test_each_model_compares_with_the_nearest_baseline_before_it(capsys) -> None:
+    models = [TINY[0], TINY[1], "resnet20:widths=(2,4,8)", "mgiad_3lvl:widths=(8,16,32),c_K=4"]
+    assert main(["bench", *models, "--baseline", TINY[0], "--baseline", models[2], "--batch", "4",
+                 "--steps", "1", "--rounds", "1", "--device", "cpu", "--no-memory"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [row.split()[-1] for row in rows] == [TINY[0], TINY[0], models[2], models[2]]
+
+
+def test_unknown_baseline_is_an_error_before_measuring(capsys) -> None:
+    assert main(["bench", *TINY, "--baseline", "resnet18", "--device", "cpu"]) == 2
+    assert "baseline 'resnet18' is not one of the measured models" in capsys.readouterr().err

@@ -13,10 +13,9 @@ import copy
 import pytest
 import reference  # tests/reference.py (pytest puts tests/ on sys.path)
 import torch
-
-import mgiad
 import torch.nn.functional as F
 
+import mgiad
 from mgiad.allocator import keep_freed_memory
 from mgiad.pairconv import PairInterpolation, PairRestriction
 
