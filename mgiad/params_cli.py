@@ -50,7 +50,7 @@ def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
     unused = unused_transfer_weights(model)
     if unused:
         print(f"  authors' count {wc.total + unused:>12,}  (+{unused:,} unused level-1 Π/R they build)")
-    print(f"  forward GFLOPs {flops / 1e9:>12.4f}  ({args.image_size}x{args.image_size} input, 2·MAC)")
+    print(f"  forward GFLOPs {flops / 1e9:>12.4f}  ({args.image_size}x{args.image_size} input, 2·MAC, as executed)")
     print("  per resolution level:")
     for level, n in wc.by_level.items():
         name = "stem + head" if level == 0 else f"level {level}"
