@@ -9,8 +9,8 @@ Sections:
    block-diagonal dense one, and the dense GFLOP/s for reference;
 3. the 1×1 channel transfers Π̂/R̂ and P̂: built-in grouped convolution vs mgiad.pairconv;
 4. the stride-2 depthwise Π/R: the built-in input gradient vs conv_transpose2d;
-5. a whole MGiaD c_K=16, g_s=4 training step with mgiad.pairconv and with the built-in
-   convolutions for Π̂, R̂, P̂.
+5. a whole MGiaD c_K=16, g_s=4 training step with all fast paths, without mgiad.pairconv,
+   and with the smoothers' residuals as f − A u instead of f + (−A) u.
 Each figure is the median of interleaved repeats (A B A B ...), so ratios hold on a busy machine.
 """
 
@@ -137,26 +137,33 @@ def depthwise() -> None:
         print(f"{f'{c}->{mult * c}':<12} {h:>5} {t['bw']:>21.2f} {t['ct']:>17.2f}")
 
 
-def pairconv_step() -> None:
+def whole_step() -> None:
+    import mgiad.layers as layers
     import mgiad.pairconv as pairconv
     from mgiad.bench import _batch, _setup, train_step
 
     dev = torch.device("cpu")
     model, opt = _setup("mgiad:c_K=16,g_s=4", dev, True)
     x, y = _batch(model, 128, 32, dev, True)
-    fast = pairconv._fast
+    fast, residual = pairconv._fast, layers.Smoother.residual
 
-    def step(use: bool) -> None:
-        pairconv._fast = fast if use else (lambda x, w: False)
+    def subtracting(self, f, u, Au=None):  # f − A u as written: autograd negates the gradient
+        return f if u is None else f - (self.A(u) if Au is None else Au)
+
+    def step(pairs: bool, negated: bool) -> None:
+        pairconv._fast = fast if pairs else (lambda x, w: False)
+        layers.Smoother.residual = residual if negated else subtracting
         try:
             train_step(model, opt, x, y, dev, "fp32")
         finally:
-            pairconv._fast = fast
+            pairconv._fast, layers.Smoother.residual = fast, residual
 
-    t = timed({"pair": lambda: step(True), "builtin": lambda: step(False)}, repeats=9)
-    print("\n## 5. MGiaD c_K=16, g_s=4 training step (ms)")
-    print(f"built-in Π̂, R̂, P̂ {t['builtin']:.0f}   mgiad.pairconv {t['pair']:.0f}   "
-          f"ratio {t['builtin'] / t['pair']:.3f}")
+    t = timed({"all": lambda: step(True, True), "no pairs": lambda: step(False, True),
+               "no negated": lambda: step(True, False)}, repeats=9)
+    print("\n## 5. MGiaD c_K=16, g_s=4 training step (ms), each fast path switched off in turn")
+    print(f"all fast paths {t['all']:.0f}")
+    print(f"built-in Π̂, R̂, P̂ instead of mgiad.pairconv {t['no pairs']:.0f}  ({t['no pairs'] / t['all']:.3f}x)")
+    print(f"f − A u instead of f + (−A) u in the smoothers {t['no negated']:.0f}  ({t['no negated'] / t['all']:.3f}x)")
 
 
 def main() -> None:
@@ -174,7 +181,7 @@ def main() -> None:
     grouped_convs()
     pair_transfers()
     depthwise()
-    pairconv_step()
+    whole_step()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,22 @@ def depthwise_pool(c_in: int, c_out: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
 
 
+class DataFeatureMap(nn.Conv2d):
+    """A of the data–feature relation A u = f: a bias-free 3×3 convolution (grouped or dense).
+
+    ``A(u, negate=True)`` is −A u, computed with the negated weights (exactly −(A u): negation
+    commutes with every product and sum). Residuals f − A u are formed as f + (−A) u, so that
+    backward passes the gradient to the convolution as it is instead of negating the whole
+    feature map first (one memory pass per residual saved; tests/test_fast_paths.py).
+    """
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__(channels, channels, 3, padding=1, groups=groups, bias=False)
+
+    def forward(self, u: torch.Tensor, negate: bool = False) -> torch.Tensor:
+        return self._conv_forward(u, -self.weight if negate else self.weight, None)
+
+
 class Stem(nn.Sequential):
     """Data lifting: 3×3 conv in_chans→c₁ + BN + ReLU gives the first right-hand side f₁."""
 
@@ -63,7 +79,7 @@ class Smoother(nn.Module):
     def __init__(self, channels: int, steps: int, groups: int = 1, share_B: bool = True) -> None:
         super().__init__()
         self.steps = steps
-        self.A = conv3(channels, channels, groups)
+        self.A = DataFeatureMap(channels, groups)
         self.B = nn.ModuleList(conv3(channels, channels, groups) for _ in range(1 if share_B else steps))
         self.norms = nn.ModuleList(
             nn.ModuleList([nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)]) for _ in range(steps)
@@ -73,7 +89,7 @@ class Smoother(nn.Module):
         """f − A u; ``Au`` is A u already computed for this very u (FAS, see ``step``)."""
         if u is None:  # u = 0 (Alg. 1/3 l.1): A·0 = 0, a convolution saved
             return f
-        return f - (self.A(u) if Au is None else Au)
+        return f - Au if Au is not None else f + self.A(u, negate=True)
 
     def step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None = None) -> torch.Tensor:
         """Step i of eq. (3): u + σ(BN(B^i σ(BN(f − A u)))).
@@ -137,7 +153,7 @@ class ResolutionTransfer(nn.Module):
     def _transfer(
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r = f - A_fine(u)  # residual on level ℓ
+        r = f + A_fine(u, negate=True)  # residual f − A u on level ℓ
         if self.norm:
             u = F.relu(self.bn_Pi(self.Pi(u)), inplace=True)  # eq. (6)
             Au = A_coarse(u)
