@@ -130,6 +130,9 @@ class ResolutionTransfer(nn.Module):
       the two BNs are what the paper's CIFAR weight counts contain (4·c_{ℓ+1} weights).
     """
 
+    #: recompute the transfer in backward (set for a whole model by ``memory_efficient``)
+    memory_efficient: bool = False
+
     def __init__(self, c_in: int, c_out: int, norm: bool) -> None:
         super().__init__()
         self.norm = norm
@@ -138,9 +141,6 @@ class ResolutionTransfer(nn.Module):
         if norm:
             self.bn_Pi = nn.BatchNorm2d(c_out)
             self.bn_R = nn.BatchNorm2d(c_out)
-
-    #: recompute the transfer in backward (set for a whole model by ``memory_efficient``)
-    memory_efficient: bool = False
 
     def forward(
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module

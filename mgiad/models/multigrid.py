@@ -57,8 +57,8 @@ class MultigridNet(nn.Module):
     def memory_efficient(self) -> bool:
         """Recompute smoothing steps in backward instead of keeping their activations.
 
-        Same outputs, gradients and BN statistics (tests/test_fast_paths.py); about half the
-        training memory for a third more time (README, Performance).
+        Same outputs, gradients and BN statistics (tests/test_fast_paths.py); MGiaD c_K=16
+        trains in 0.4× the memory for 1.5× the time (README, Performance).
         """
         return all(m.memory_efficient for m in self.modules() if isinstance(m, _RECOMPUTABLE))
 
