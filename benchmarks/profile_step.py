@@ -60,7 +60,7 @@ def profile_step(spec: str, batch: int, steps: int, inference: bool = False) -> 
             kinds[f"conv {conv_kind(weight)} {direction}"] += ms
         elif "batch_norm" in e.key:
             kinds["BatchNorm forward+backward"] += ms
-        elif e.key in ELEMENTWISE or e.key.startswith(("_Restrict", "_Interpolate")):
+        elif e.key in ELEMENTWISE or e.key.startswith("_PairProduct"):
             kinds["elementwise (ReLU, residuals, sums)"] += ms
         else:
             kinds["other (optimizer, autograd, allocation)"] += ms

@@ -3,12 +3,13 @@
 PyTorch's CPU allocator asks ``malloc`` for every tensor. glibc serves blocks above its mmap
 threshold (at most 32 MiB; a CIFAR batch of 128 images with 64 channels is 33.5 MB) with
 ``mmap`` and hands them back with ``munmap`` when freed, so every such tensor costs a page
-fault per 4 KiB page on first touch. MGiaD runs many cheap memory-bound operations (BN, ReLU,
-residuals) on exactly such tensors; measured here (2-core Xeon, batch 128, 64×32×32,
-channels_last) ReLU forward+backward took 24.6 ms with mmap and 10.6 ms without, BatchNorm
-forward 13.4 ms and 6.6 ms. This is what jemalloc/tcmalloc via ``LD_PRELOAD`` do for the
-Intel PyTorch CPU guides; ``mallopt`` gets the same from inside the process, with no
-dependency. The price: the process's resident memory does not shrink after a peak.
+fault per 4 KiB page on first touch. MGiaD runs many cheap memory-bound operations (BN,
+ReLU, residuals) on exactly such tensors; measured here (2-core Xeon, batch 128, 64×32×32,
+channels_last; ``python benchmarks/kernels.py`` §1) ReLU forward+backward took 29.6 ms with
+mmap and 11.5 ms without, BatchNorm forward+backward 46.1 ms and 26.8 ms. This is what
+jemalloc/tcmalloc via ``LD_PRELOAD`` do for the Intel PyTorch CPU guides; ``mallopt`` gets
+the same from inside the process, with no dependency. The price: the process's resident
+memory does not shrink after a peak.
 
 The ``mgiad`` command calls :func:`keep_freed_memory` once at start-up (``MGIAD_MALLOC=default``
 turns it off); library users may call it themselves. It changes no number, only where memory

@@ -4,11 +4,11 @@ Each output channel of R̂, Π̂ (c → c/2, ``groups=c/2``) is a weighted sum o
 adjacent input channels, and each input channel of P̂ (c/2 → c) feeds one pair of outputs.
 oneDNN runs these 1×1 grouped convolutions as convolutions, slowly, and its input-gradient
 kernel is slower still; on the CPU the same products as two multiply(-add) passes over
-strided channel views are exact and faster (measured on a 2-core Xeon, batch 128,
-channels_last, forward+backward: 64→32 channels at 32×32 28.7 → 25.1 ms, 256→128 at 8×8
-13.0 → 6.2 ms; docs/performance.md). The weight gradient keeps the built-in kernel, which is
-fast for it. The modules stay ``nn.Conv2d`` (same weights, state dict, hooks); off the CPU
-they run the built-in convolution.
+strided channel views are exact and faster (forward+backward on a 2-core Xeon, batch 128,
+channels_last: 64→32 channels at 32×32 31.2 → 28.5 ms, 256→128 at 8×8 12.0 → 7.2 ms;
+``python benchmarks/kernels.py`` §3, docs/performance.md). The weight gradient keeps the
+built-in kernel, which is fast for it. The modules stay ``nn.Conv2d`` (same weights, state
+dict, hooks); off the CPU they run the built-in convolution.
 """
 
 from __future__ import annotations
@@ -25,56 +25,48 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int)
                           [False, True, False])[1]
 
 
-def _channel(w: torch.Tensor, k: int | slice) -> torch.Tensor:
+_EVEN, _ODD = slice(0, None, 2), slice(1, None, 2)
+
+
+def _channel(w: torch.Tensor, k: slice) -> torch.Tensor:
     """Weights of one member of every channel pair, shaped to scale [N, C, H, W]."""
     return w.flatten()[k].view(1, -1, 1, 1)
 
 
-class _Restrict(torch.autograd.Function):
-    """y_j = w_{j,0} x_{2j} + w_{j,1} x_{2j+1}."""
+def _sum_pairs(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """y_j = w_{2j} x_{2j} + w_{2j+1} x_{2j+1} (w flattened): R̂, Π̂, and P̂'s input gradient."""
+    return (x[:, _EVEN] * _channel(w, _EVEN)).addcmul_(x[:, _ODD], _channel(w, _ODD))
+
+
+def _spread(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """y_{2j} = w_{2j} x_j, y_{2j+1} = w_{2j+1} x_j: P̂, and R̂'s, Π̂'s input gradient."""
+    n, c, h, wd = x.shape
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    y = torch.empty((n, 2 * c, h, wd), dtype=x.dtype, device=x.device, memory_format=fmt)
+    torch.mul(x, _channel(w, _EVEN), out=y[:, _EVEN])
+    torch.mul(x, _channel(w, _ODD), out=y[:, _ODD])
+    return y
+
+
+class _PairProduct(torch.autograd.Function):
+    """``_sum_pairs`` (c → c/2) or ``_spread`` (c/2 → c); each is the other's adjoint."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, spread: bool) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        return (x[:, 0::2] * _channel(w, slice(0, None, 2))).addcmul_(x[:, 1::2], _channel(w, slice(1, None, 2)))
+        ctx.spread = spread
+        return _spread(x, w) if spread else _sum_pairs(x, w)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, w = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.empty_like(x)
-            torch.mul(g, _channel(w, slice(0, None, 2)), out=gx[:, 0::2])
-            torch.mul(g, _channel(w, slice(1, None, 2)), out=gx[:, 1::2])
-        if ctx.needs_input_grad[1]:
-            gw = _weight_grad(g, x, w, w.shape[0])
-        return gx, gw
-
-
-class _Interpolate(torch.autograd.Function):
-    """y_{2j} = w_{2j} x_j, y_{2j+1} = w_{2j+1} x_j."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        n, c, h, wd = x.shape
-        y = torch.empty((n, 2 * c, h, wd), dtype=x.dtype, device=x.device,
-                        memory_format=torch.channels_last if _is_channels_last(x) else torch.contiguous_format)
-        torch.mul(x, _channel(w, slice(0, None, 2)), out=y[:, 0::2])
-        torch.mul(x, _channel(w, slice(1, None, 2)), out=y[:, 1::2])
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, w = ctx.saved_tensors
-        gx = gw = None
-        if ctx.needs_input_grad[0]:
-            gx = (g[:, 0::2] * _channel(w, slice(0, None, 2))).addcmul_(g[:, 1::2], _channel(w, slice(1, None, 2)))
-        if ctx.needs_input_grad[1]:
-            gw = _weight_grad(g, x, w, x.shape[1])
-        return gx, gw
+            gx = _sum_pairs(g, w) if ctx.spread else _spread(g, w)
+        if ctx.needs_input_grad[1]:  # groups = c/2 either way
+            gw = _weight_grad(g, x, w, min(x.shape[1], g.shape[1]))
+        return gx, gw, None
 
 
 def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -93,7 +85,7 @@ class PairRestriction(nn.Conv2d):
         super().__init__(channels, channels // 2, 1, groups=channels // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Restrict.apply(x, self.weight) if _fast(x, self.weight) else super().forward(x)
+        return _PairProduct.apply(x, self.weight, False) if _fast(x, self.weight) else super().forward(x)
 
 
 class PairInterpolation(nn.Conv2d):
@@ -103,4 +95,4 @@ class PairInterpolation(nn.Conv2d):
         super().__init__(channels // 2, channels, 1, groups=channels // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Interpolate.apply(x, self.weight) if _fast(x, self.weight) else super().forward(x)
+        return _PairProduct.apply(x, self.weight, True) if _fast(x, self.weight) else super().forward(x)
