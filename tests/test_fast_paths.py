@@ -1,9 +1,10 @@
 """The fast execution paths give the numbers of the plain algorithm (tests/reference.py).
 
-The library's forward reuses A u after every FAS restriction, skips A·0, applies ReLU in
-place and, with ``memory_efficient``, recomputes activations in backward. Each must leave
-outputs, every gradient and the BatchNorm running statistics equal to the literal
-Algorithms 1–3 up to float rounding.
+The library's forward reuses A u after every FAS restriction, skips A·0, forms residuals as
+f + (−A) u, applies ReLU in place, runs Π̂, R̂, P̂ as pair products (mgiad.pairconv) and, with
+``memory_efficient``, recomputes activations in backward. Each must leave outputs, every
+gradient and the BatchNorm running statistics equal to the literal Algorithms 1–3 up to
+float rounding.
 """
 
 from __future__ import annotations
