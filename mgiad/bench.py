@@ -291,6 +291,8 @@ def cmd_bench(args: Any, extra: list[str]) -> int:
                                               "precision", "channels_last")}
     if args.baseline:
         baselines_for([BenchResult(s, {}, 0, 0) for s in specs], args.baseline)  # fail before measuring
+    print(f"mgiad bench: {len(specs)} models, {args.rounds} interleaved rounds of {args.steps} steps, "
+          f"batch {args.batch}{'' if args.no_memory else ', then peak memory'} ...", file=sys.stderr, flush=True)
     results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,
                     rounds=args.rounds, device=args.device, precision=args.precision,
                     channels_last=args.channels_last, memory=not args.no_memory)
