@@ -74,6 +74,8 @@ def test_memory_efficient_flag_reaches_every_part_and_is_a_model_argument() -> N
     model.memory_efficient = False
     assert not model.memory_efficient
     assert mgiad.create_model("mgnet_ab_3lvl", memory_efficient=True).memory_efficient
+    with pytest.raises(ValueError, match="memory_efficient must be True or False, got 'yes'"):
+        mgiad.create_model("mgiad_3lvl", memory_efficient="yes")
 
 
 def test_memory_efficient_keeps_less_for_backward() -> None:

@@ -64,9 +64,11 @@ class MultigridNet(nn.Module):
 
     @memory_efficient.setter
     def memory_efficient(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"memory_efficient must be True or False, got {value!r}")
         for m in self.modules():
             if isinstance(m, _RECOMPUTABLE):
-                m.memory_efficient = bool(value)
+                m.memory_efficient = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans)
