@@ -100,9 +100,7 @@ class Smoother(nn.Module):
         With ``memory_efficient`` set, training keeps only the step's inputs for backward
         and recomputes the rest there (same numbers, less memory, more time).
         """
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
-            return recompute_in_backward(self, self._step, f, u, i, Au)
-        return self._step(f, u, i, Au)
+        return recompute_in_backward(self, self._step, f, u, i, Au)
 
     def _step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None) -> torch.Tensor:
         B = self.B[i if len(self.B) > 1 else 0]
@@ -146,9 +144,7 @@ class ResolutionTransfer(nn.Module):
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (f, u, A u) on level ℓ+1; the coarse smoother's first step reuses A u."""
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
-            return recompute_in_backward(self, self._transfer, f, u, A_fine, A_coarse)
-        return self._transfer(f, u, A_fine, A_coarse)
+        return recompute_in_backward(self, self._transfer, f, u, A_fine, A_coarse)
 
     def _transfer(
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module

@@ -30,11 +30,14 @@ def _buffers_restored(module: nn.Module) -> Iterator[None]:
                 b.copy_(value)
 
 
-def recompute_in_backward(module: nn.Module, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
-    """``fn(*args)``, keeping only its inputs for backward and recomputing the rest there.
+def recompute_in_backward(module: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; with ``module.memory_efficient`` set, in training with gradients, keeping
+    only its inputs for backward and recomputing the rest there.
 
     ``module`` owns every buffer ``fn`` may update (its BatchNorms); they are restored after
     the recomputation.
     """
+    if not (module.memory_efficient and module.training and torch.is_grad_enabled()):
+        return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False,
                       context_fn=lambda: (nullcontext(), _buffers_restored(module)))

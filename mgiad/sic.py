@@ -86,9 +86,7 @@ class SiC(nn.Module):
 
     def restrict(self, f: torch.Tensor, u: torch.Tensor, Au: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """FAS restriction to level κ+1: (u_c, f_c, Â_{κ+1} u_c); the coarse SiC reuses the last."""
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
-            return recompute_in_backward(self, self._restrict, f, u, Au)
-        return self._restrict(f, u, Au)
+        return recompute_in_backward(self, self._restrict, f, u, Au)
 
     def _restrict(self, f: torch.Tensor, u: torch.Tensor, Au: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         r = self.smoother.residual(f, u, Au)  # f − Â_κ u
