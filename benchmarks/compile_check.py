@@ -66,7 +66,7 @@ def main() -> None:
     from mgiad.bench import machine
 
     keep_freed_memory()
-    print(f"# {machine()}; torch.compile default mode, fp32, channels_last")
+    print(f"# {machine('cpu')}; torch.compile default mode, fp32, channels_last")
     segments()
     if args.whole_model:
         whole_model()

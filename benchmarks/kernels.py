@@ -175,7 +175,7 @@ def main() -> None:
     from mgiad.allocator import keep_freed_memory
     from mgiad.bench import machine
 
-    print(f"# {machine()}; fp32, channels_last, batch 128")
+    print(f"# {machine('cpu')}; fp32, channels_last, batch 128")
     allocator()
     keep_freed_memory()  # sections 2-4 as the mgiad command runs them
     grouped_convs()

@@ -79,7 +79,7 @@ def main() -> None:
 
     keep_freed_memory()
     what = "inference forward (eval mode)" if args.inference else "training step"
-    print(f"# {machine()}; {what}, mean of {args.steps}, batch {args.batch}, fp32, channels_last "
+    print(f"# {machine('cpu')}; {what}, mean of {args.steps}, batch {args.batch}, fp32, channels_last "
           "(profiler self time)")
     for spec in args.models:
         kinds, total = profile_step(spec, args.batch, args.steps, args.inference)

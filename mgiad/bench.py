@@ -10,7 +10,6 @@ hide another's.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -212,17 +211,19 @@ def _peak_memory_child(args: dict[str, Any]) -> float:
     return (max(held, default=0) + state) / 2**20
 
 
-def machine() -> str:
-    """A one-line description of the hardware the figures came from."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+def machine(device: str = "auto") -> str:
+    """The hardware the figures came from (``train.hardware_string``) and the torch version."""
+    from .train import hardware_string
+
+    return f"{hardware_string(_device(device))}, torch {torch.__version__}"
+
+
+def check_baselines(specs: list[str], baselines: list[str] | None) -> None:
+    """Every baseline must be one of the measured models."""
+    for b in baselines or []:
+        if b not in specs:
+            raise ValueError(f"baseline {b!r} is not one of the measured models {specs}; "
+                             f"list it among the models too")
 
 
 def baselines_for(results: list[BenchResult], baselines: list[str] | None) -> list[BenchResult]:
@@ -232,10 +233,7 @@ def baselines_for(results: list[BenchResult], baselines: list[str] | None) -> li
     mgiad_3lvl`` compares mgiad with ResNet18 and the 3-level MGiaD with ResNet20.
     """
     names = [r.name for r in results]
-    for b in baselines or []:
-        if b not in names:
-            raise ValueError(f"baseline {b!r} is not one of the measured models {names}; "
-                             f"list it among the models too")
+    check_baselines(names, baselines)
     chosen = [r for r in results if r.name in (baselines or [names[0]])]
     out, current = [], chosen[0]
     for r in results:
@@ -267,7 +265,8 @@ def to_json(results: list[BenchResult], settings: dict[str, Any], baselines: lis
         row["infer_ratio"] = r.infer_img_s / b.infer_img_s
         row["memory_ratio"] = r.peak_mem_mb / b.peak_mem_mb if b.peak_mem_mb else None
         rows.append(row)
-    return json.dumps({"machine": machine(), "settings": settings, "results": rows}, indent=2)
+    return json.dumps({"machine": machine(settings.get("device", "auto")), "settings": settings,
+                       "results": rows}, indent=2)
 
 
 if __name__ == "__main__":  # child process of peak_memory()
@@ -289,14 +288,13 @@ def cmd_bench(args: Any, extra: list[str]) -> int:
         torch.set_num_threads(args.threads)
     settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
                                               "precision", "channels_last")}
-    if args.baseline:
-        baselines_for([BenchResult(s, {}, 0, 0) for s in specs], args.baseline)  # fail before measuring
+    check_baselines(specs, args.baseline)  # fail before the minutes of measuring
     print(f"mgiad bench: {len(specs)} models, {args.rounds} interleaved rounds of {args.steps} steps, "
           f"batch {args.batch}{'' if args.no_memory else ', then peak memory'} ...", file=sys.stderr, flush=True)
     results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,
                     rounds=args.rounds, device=args.device, precision=args.precision,
                     channels_last=args.channels_last, memory=not args.no_memory)
-    print(f"# {machine()}; batch {args.batch}, {args.precision}, "
+    print(f"# {machine(args.device)}; batch {args.batch}, {args.precision}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.rounds} interleaved rounds")
     print(format_table(results, args.baseline))
     if args.json:
