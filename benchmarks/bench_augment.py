@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from mgiad.augment import paper_augment
+from mgiad.data.augment import paper_augment
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

@@ -43,7 +43,7 @@ def segments() -> None:
 
 
 def whole_model() -> None:
-    from mgiad.bench import _batch, _setup, train_step
+    from mgiad.perf.bench import _batch, _setup, train_step
 
     dev = torch.device("cpu")
     model, opt = _setup("mgiad:c_K=16,g_s=4", dev, True)
@@ -62,8 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whole-model", action="store_true")
     args = parser.parse_args()
-    from mgiad.allocator import keep_freed_memory
-    from mgiad.bench import machine
+    from mgiad.perf.allocator import keep_freed_memory
+    from mgiad.perf.bench import machine
 
     keep_freed_memory()
     print(f"# {machine('cpu')}; torch.compile default mode, fp32, channels_last")

@@ -4,12 +4,12 @@
 
 Sections:
 1. allocator: ReLU and BatchNorm forward+backward on a 33.5 MB tensor with glibc's default
-   malloc and with ``mgiad.allocator.keep_freed_memory`` (each in a fresh subprocess);
+   malloc and with ``mgiad.perf.allocator.keep_freed_memory`` (each in a fresh subprocess);
 2. 3×3 convolutions of MGiaD's shapes: built-in grouped vs the same convolution as a
    block-diagonal dense one, and the dense GFLOP/s for reference;
-3. the 1×1 channel transfers Π̂/R̂ and P̂: built-in grouped convolution vs mgiad.pairconv;
+3. the 1×1 channel transfers Π̂/R̂ and P̂: built-in grouped convolution vs mgiad.ops.pairconv;
 4. the stride-2 depthwise Π/R: the built-in input gradient vs conv_transpose2d;
-5. a whole MGiaD c_K=16, g_s=4 training step with all fast paths, without mgiad.pairconv,
+5. a whole MGiaD c_K=16, g_s=4 training step with all fast paths, without mgiad.ops.pairconv,
    and with the smoothers' residuals as f − A u instead of f + (−A) u.
 Each figure is the median of interleaved repeats (A B A B ...), so ratios hold on a busy machine.
 """
@@ -57,7 +57,7 @@ def allocator_child() -> None:
 def allocator() -> None:
     print("## 1. allocator: forward+backward on [128, 64, 32, 32] channels_last (ms)")
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import kernels; "
-            "from mgiad.allocator import keep_freed_memory; {} kernels.allocator_child()")
+            "from mgiad.perf.allocator import keep_freed_memory; {} kernels.allocator_child()")
     rows = {}
     for label, setup in [("glibc default", ""), ("keep_freed_memory", "keep_freed_memory();")]:
         out = subprocess.run([sys.executable, "-c", code.format(setup)], capture_output=True, text=True, check=True)
@@ -105,10 +105,10 @@ def _grouped_row(c: int, h: int, g_s: int) -> None:
 
 
 def pair_transfers() -> None:
-    from mgiad.pairconv import PairInterpolation, PairRestriction
+    from mgiad.ops.pairconv import PairInterpolation, PairRestriction
 
     print("\n## 3. 1x1 channel transfers, forward+backward (ms)")
-    print(f"{'transfer':<22} {'size':>5} {'built-in':>9} {'mgiad.pairconv':>15}")
+    print(f"{'transfer':<22} {'size':>5} {'built-in':>9} {'mgiad.ops.pairconv':>15}")
     for c, h in [(64, 32), (32, 32), (128, 16), (256, 8)]:
         for cls, name in [(PairRestriction, f"R̂/Π̂ {c}->{c // 2}"), (PairInterpolation, f"P̂ {c // 2}->{c}")]:
             m = cls(c)
@@ -138,9 +138,9 @@ def depthwise() -> None:
 
 
 def whole_step() -> None:
-    import mgiad.layers as layers
-    import mgiad.pairconv as pairconv
-    from mgiad.bench import _batch, _setup, train_step
+    import mgiad.nn.layers as layers
+    import mgiad.ops.pairconv as pairconv
+    from mgiad.perf.bench import _batch, _setup, train_step
 
     dev = torch.device("cpu")
     model, opt = _setup("mgiad:c_K=16,g_s=4", dev, True)
@@ -162,7 +162,7 @@ def whole_step() -> None:
                "no negated": lambda: step(True, False)}, repeats=9)
     print("\n## 5. MGiaD c_K=16, g_s=4 training step (ms), each fast path switched off in turn")
     print(f"all fast paths {t['all']:.0f}")
-    print(f"built-in Π̂, R̂, P̂ instead of mgiad.pairconv {t['no pairs']:.0f}  ({t['no pairs'] / t['all']:.3f}x)")
+    print(f"built-in Π̂, R̂, P̂ instead of mgiad.ops.pairconv {t['no pairs']:.0f}  ({t['no pairs'] / t['all']:.3f}x)")
     print(f"f − A u instead of f + (−A) u in the smoothers {t['no negated']:.0f}  ({t['no negated'] / t['all']:.3f}x)")
 
 
@@ -172,8 +172,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mgiad.allocator import keep_freed_memory
-    from mgiad.bench import machine
+    from mgiad.perf.allocator import keep_freed_memory
+    from mgiad.perf.bench import machine
 
     print(f"# {machine('cpu')}; fp32, channels_last, batch 128")
     allocator()

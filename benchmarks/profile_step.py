@@ -32,7 +32,7 @@ def conv_kind(weight_shape: list[int]) -> str:
 
 
 def profile_step(spec: str, batch: int, steps: int, inference: bool = False) -> tuple[dict[str, float], float]:
-    from mgiad.bench import _batch, _setup, train_step
+    from mgiad.perf.bench import _batch, _setup, train_step
 
     dev = torch.device("cpu")
     model, opt = _setup(spec, dev, True)
@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps, averaged")
     parser.add_argument("--inference", action="store_true", help="eval-mode forward passes instead")
     args = parser.parse_args()
-    from mgiad.allocator import keep_freed_memory
-    from mgiad.bench import machine
+    from mgiad.perf.allocator import keep_freed_memory
+    from mgiad.perf.bench import machine
 
     keep_freed_memory()
     what = "inference forward (eval mode)" if args.inference else "training step"

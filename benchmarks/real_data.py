@@ -19,9 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mgiad.config import RunConfig
-from mgiad.data import load_dataset
-from mgiad.train import train
+from mgiad.data.datasets import load_dataset
+from mgiad.training.config import RunConfig
+from mgiad.training.loop import train
 
 MODELS = {  # dataset -> [(label, registered model)]; FashionMNIST uses MGiaD's FashionMNIST variant
     "fashionmnist": [("ResNet20", "resnet20"), ("MgNet_{A,B} 3 levels", "mgnet_ab_3lvl"),

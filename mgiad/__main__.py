@@ -1,5 +1,5 @@
 """``python -m mgiad`` (also ``torchrun ... -m mgiad train``)."""
 
-from .cli import main
+from mgiad.cli import main
 
 raise SystemExit(main())

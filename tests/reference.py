@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mgiad.layers import ResolutionTransfer, Smoother
 from mgiad.models import MgNet, MultigridNet
-from mgiad.sic import SiC
+from mgiad.nn.layers import ResolutionTransfer, Smoother
+from mgiad.nn.sic import SiC
 
 
 def conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

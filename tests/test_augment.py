@@ -1,4 +1,4 @@
-"""Batched augmentation (mgiad.augment) against torchvision's per-image implementation.
+"""Batched augmentation (mgiad.data.augment) against torchvision's per-image implementation.
 
 Tolerance: every comparison below is *exact* (uint8 images bit-identical, normalised floats
 equal). This is deliberate, not lucky: the batched ops repeat torchvision's arithmetic step by
@@ -18,7 +18,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
 from torchvision.transforms.autoaugment import _apply_op
 
-from mgiad.augment import (
+from mgiad.data.augment import (
     CIFAR10_POLICY,
     OP_NAMES,
     BatchAugment,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mgiad.bench import bench, parse_spec
 from mgiad.cli import main
+from mgiad.perf.bench import bench, parse_spec
 
 TINY = ["resnet20:widths=(4,8,16)", "mgiad:widths=(8,16,32),c_K=4,g_s=4"]
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from mgiad import create_model
-from mgiad.checkpoint import (
+from mgiad.training.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     checkpoint_path,

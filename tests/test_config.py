@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mgiad.config import RunConfig
+from mgiad.training.config import RunConfig
 
 
 def test_defaults_are_the_paper_recipe() -> None:

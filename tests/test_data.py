@@ -1,4 +1,4 @@
-"""Tests for mgiad.data: real CIFAR-10/FashionMNIST and synthetic files in every on-disk format."""
+"""Tests for mgiad.data.datasets: real CIFAR-10/FashionMNIST and synthetic files in every on-disk format."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from mgiad import data as D
-from mgiad.data import (
+from mgiad.data import datasets as D
+from mgiad.data import download, spec
+from mgiad.data.datasets import (
     DATASET_NAMES,
     CorruptDatasetError,
     DataError,
@@ -79,7 +80,7 @@ def _write_cifar10(folder: Path, rng: np.random.Generator, per_batch: int = 6,
                   b"filenames": [f"img{i}.png".encode() for i in range(per_batch)]}
         (folder / name).write_bytes(pickle.dumps(record, protocol=protocol))
     meta = {b"num_cases_per_batch": per_batch, b"num_vis": 3072,
-            b"label_names": [n.encode() for n in D._CIFAR10_CLASSES]}
+            b"label_names": [n.encode() for n in spec._CIFAR10_CLASSES]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
     return batches
 
@@ -159,7 +160,7 @@ def test_real_cifar10() -> None:
     assert (data.in_chans, data.image_size) == (3, 32)
     assert _class_counts(data.y_train, 10) == [5000] * 10
     assert _class_counts(data.y_test, 10) == [1000] * 10
-    mean, std = D._channel_stats(data.x_train.numpy())
+    mean, std = spec._channel_stats(data.x_train.numpy())
     assert np.allclose(mean, (0.4914, 0.4822, 0.4465), atol=1e-3)
     assert np.allclose(std, (0.2470, 0.2435, 0.2616), atol=1e-3)
     assert data.mean == (0.4914, 0.4822, 0.4465) and data.std == (0.2470, 0.2435, 0.2616)
@@ -177,7 +178,7 @@ def test_real_fashionmnist(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (data.in_chans, data.image_size, data.num_classes) == (1, 28, 10)
     assert _class_counts(data.y_train, 10) == [6000] * 10
     assert _class_counts(data.y_test, 10) == [1000] * 10
-    mean, std = D._channel_stats(data.x_train.numpy())
+    mean, std = spec._channel_stats(data.x_train.numpy())
     assert abs(mean[0] - 0.2860) < 1e-3 and abs(std[0] - 0.3530) < 1e-3
     assert str(FASHION_DIR) in data.source
 
@@ -197,7 +198,7 @@ def test_cifar10_official_round_trip(isolated: Path, protocol: int) -> None:
         assert data.y_train.tolist() == labels
         assert np.array_equal(data.x_test.numpy(), _hwc_from_rows(batches["test_batch"][0]))
         assert data.y_test.tolist() == batches["test_batch"][1]
-        assert data.classes == list(D._CIFAR10_CLASSES)
+        assert data.classes == list(spec._CIFAR10_CLASSES)
     # The layout spelled out for one pixel: row n holds R plane, G plane, B plane.
     assert data.x_test[2, 5, 7, 1] == batches["test_batch"][0][2, 1024 + 5 * 32 + 7]
 
@@ -250,7 +251,7 @@ def test_npz_with_and_without_label_names(isolated: Path) -> None:
     y = np.arange(12) % 100
     _write_npz(isolated / "cifar100", x, y, x[:4], y[:4])
     data = load_dataset("cifar100", isolated)
-    assert data.classes == list(D._CIFAR100_CLASSES) and len(data.classes) == 100
+    assert data.classes == list(spec._CIFAR100_CLASSES) and len(data.classes) == 100
     assert torch.equal(data.x_train, torch.from_numpy(x))
 
     names = np.array([f"c{i}" for i in range(10)])
@@ -323,7 +324,7 @@ def test_unknown_name_suggests_close_match() -> None:
         load_dataset("fashionmnst")
     assert [D.canonical_name(n) for n in ("CIFAR10", "cifar-10", "Fashion_MNIST", "FMNIST")] \
         == ["cifar10", "cifar10", "fashionmnist", "fashionmnist"]
-    assert set(DATASET_NAMES) == set(D._SPECS)
+    assert set(DATASET_NAMES) == set(spec._SPECS)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -395,7 +396,7 @@ def test_bad_npz(isolated: Path, case: str, match: str) -> None:
 
 
 def test_cifar10_npz_is_not_taken_for_cifar100(isolated: Path) -> None:
-    names = np.array(list(D._CIFAR10_CLASSES))
+    names = np.array(list(spec._CIFAR10_CLASSES))
     x = np.zeros((10, 32, 32, 3), np.uint8)
     _write_npz(isolated, x, np.arange(10), x, np.arange(10), label_names=names)
     with pytest.raises(CorruptDatasetError, match="lists 10 class names but CIFAR-100 has 100"):
@@ -499,7 +500,7 @@ def test_bad_tar_member(isolated: Path, name: str, kind: bytes, link: str) -> No
     assert "cifar-10-python.tar.gz" in str(info.value)
     assert not (isolated / "evil").exists() and not (isolated.parent / "evil").exists()
     with pytest.raises(CorruptDatasetError):  # the download path's extraction refuses it too
-        D._safe_extract(D._SPECS["cifar10"], archive, isolated / "out")
+        download._safe_extract(spec._SPECS["cifar10"], archive, isolated / "out")
     assert not (isolated / "out" / "cifar-10-batches-py").exists()
 
 

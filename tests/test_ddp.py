@@ -23,9 +23,10 @@ import pytest
 import torch
 from test_train import TINY_ARGS, subprocess_env, tiny_config, write_fake_fmnist
 
-from mgiad.checkpoint import load_checkpoint
-from mgiad.config import RunConfig
-from mgiad.train import _shard, train
+from mgiad.training.checkpoint import load_checkpoint
+from mgiad.training.config import RunConfig
+from mgiad.training.distributed import shard
+from mgiad.training.loop import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
 
@@ -33,10 +34,10 @@ WORKER = r"""
 import sys
 import torch
 import torch.nn as nn
-from mgiad.config import RunConfig
-from mgiad.data import ImageData
-from mgiad.registry import register_model
-from mgiad.train import train
+from mgiad.training.config import RunConfig
+from mgiad.data.datasets import ImageData
+from mgiad.models.registry import register_model
+from mgiad.training.loop import train
 
 
 class NoBN(nn.Module):
@@ -77,7 +78,7 @@ def _single_run(out: Path) -> Path:
 def test_shards_cover_the_batch() -> None:
     for n in (1, 7, 16, 17):
         for world in (1, 2, 3):
-            bounds = [_shard(n, r, world) for r in range(world)]
+            bounds = [shard(n, r, world) for r in range(world)]
             assert bounds[0][0] == 0 and bounds[-1][1] == n
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
             sizes = [hi - lo for lo, hi in bounds]

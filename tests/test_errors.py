@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mgiad
-from mgiad.registry import register_model
+from mgiad.models.registry import register_model
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The fast execution paths give the numbers of the plain algorithm (tests/reference.py).
 
 The library's forward reuses A u after every FAS restriction, skips A·0, forms residuals as
-f + (−A) u, applies ReLU in place, runs Π̂, R̂, P̂ as pair products (mgiad.pairconv) and, with
+f + (−A) u, applies ReLU in place, runs Π̂, R̂, P̂ as pair products (mgiad.ops.pairconv) and, with
 ``memory_efficient``, recomputes activations in backward. Each must leave outputs, every
 gradient and the BatchNorm running statistics equal to the literal Algorithms 1–3 up to
 float rounding. The comparison runs in float64: in float32 the two summation orders differ by
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import mgiad
-from mgiad.allocator import keep_freed_memory
-from mgiad.pairconv import PairInterpolation, PairRestriction
+from mgiad.ops.pairconv import PairInterpolation, PairRestriction
+from mgiad.perf.allocator import keep_freed_memory
 
 CASES = [
     ("mgiad_3lvl", {}),

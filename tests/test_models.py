@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 import mgiad
-from mgiad.counting import count_flops, count_weights
 from mgiad.models import MGiaD, MgNet
-from mgiad.sic import SiC, channel_hierarchy
+from mgiad.models.counting import count_flops, count_weights
+from mgiad.nn.sic import SiC, channel_hierarchy
 
 
 @pytest.mark.parametrize("name", mgiad.list_models())
@@ -107,7 +107,7 @@ def test_linear_weight_scaling_with_width() -> None:
 
 def test_closed_form_weight_count() -> None:
     """DESIGN.md §1 closed form of the CIFAR variant against the built model (authors' counting)."""
-    from mgiad.paper import unused_transfer_weights
+    from mgiad.experiments.paper import unused_transfer_weights
 
     for c_K, g_s, lam, eta_post, n_cls in [(64, 4, 1, 1, 10), (16, 8, 1, 2, 10), (64, 8, 3, 1, 100)]:
         model = MGiaD(c_K=c_K, g_s=g_s, lam=lam, eta_post=eta_post, num_classes=n_cls)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mgiad
-from mgiad.counting import count_weights
-from mgiad.paper import TABLES, check_row, check_tables
+from mgiad.experiments.paper import TABLES, check_row, check_tables
+from mgiad.models.counting import count_weights
 
 ROWS = [row for rows in TABLES.values() for row in rows]
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from mgiad import cli
-from mgiad.report import summarize, write_report
-from mgiad.sweep import append_record, find_variant, make_variant, plan, write_variant
+from mgiad.experiments.records import append_record, write_variant
+from mgiad.experiments.report import summarize, write_report
+from mgiad.experiments.variant import find_variant, make_variant, plan
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -121,7 +122,7 @@ def check_image(path: Path, min_size: int = 10_000) -> None:
 
 def test_plot_figure_7_and_curves(tmp_path) -> None:
     pytest.importorskip("matplotlib")
-    from mgiad.plot import plot_experiment
+    from mgiad.experiments.plot import plot_experiment
 
     variant = make_variant("figure_7", [], tmp_path / "results")
     fake_records(variant, {"ResNet20": [0.90, 0.91], "MGIC g=8 c_K=32": [0.92, 0.93],

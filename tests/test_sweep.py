@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from mgiad import cli
-from mgiad.experiment import BUILTIN, builtin_path, canonical_name, load_experiment
-from mgiad.sweep import NEUTRAL_KEYS, append_record, make_variant, plan, read_records
-from mgiad.train import RESUME_MUTABLE
+from mgiad.experiments.records import append_record, read_records
+from mgiad.experiments.spec import BUILTIN, builtin_path, canonical_name, load_experiment
+from mgiad.experiments.variant import NEUTRAL_KEYS, make_variant, plan
+from mgiad.training.loop import RESUME_MUTABLE
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 REPO = Path(__file__).resolve().parents[1]
@@ -309,7 +310,7 @@ def test_reproduction_script_commands_parse() -> None:
 def test_slurm_task_requeues_itself_on_timeout(swept) -> None:
     """submitit calls checkpoint() on time-out/pre-emption; the requeued task resumes the run."""
     submitit = pytest.importorskip("submitit")
-    from mgiad.sweep import SweepTask
+    from mgiad.experiments.slurm import SweepTask
 
     exp, results = swept
     job = plan(make_variant(exp, (), results))[0]

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from mgiad import cli
-from mgiad.checkpoint import load_checkpoint
-from mgiad.config import RunConfig
-from mgiad.data import load_dataset
-from mgiad.train import TrainingDiverged, evaluate, train
+from mgiad.data.datasets import load_dataset
+from mgiad.training.checkpoint import load_checkpoint
+from mgiad.training.config import RunConfig
+from mgiad.training.loop import TrainingDiverged, evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"c_K": 8, "g_s": 4, "widths": [8, 16, 32]}
@@ -142,9 +142,9 @@ def test_time_budget_then_resume_is_bit_identical(fake_dir, tmp_path) -> None:
 
 def test_interrupt_and_resume_through_cli(finished_run, fake_dir, tmp_path, monkeypatch, capsys) -> None:
     """Ctrl-C mid-epoch exits 130; ``--resume`` then ends bit-identical to the uninterrupted run."""
-    import mgiad.train
+    import mgiad.training.loop
 
-    real = mgiad.train.train
+    real = mgiad.training.loop.train
 
     def interrupted(cfg, resume=None):
         def hook(epoch, step, model):
@@ -155,7 +155,7 @@ def test_interrupt_and_resume_through_cli(finished_run, fake_dir, tmp_path, monk
     args = ["train", f"--data_dir={fake_dir}", "--dataset=fashionmnist", *TINY_ARGS, "--epochs=3",
             "--batch_size=32", "--threads=1", "--tensorboard=false", f"--out_dir={tmp_path}",
             "--run_name=run"]
-    monkeypatch.setattr(mgiad.train, "train", interrupted)
+    monkeypatch.setattr(mgiad.training.loop, "train", interrupted)
     assert cli.main(args) == 130
     assert "--resume" in capsys.readouterr().err
     monkeypatch.undo()
@@ -253,9 +253,9 @@ def test_nan_stops_and_keeps_last_good_checkpoint(fake_dir, tmp_path) -> None:
 
 
 def test_nan_exit_code_through_cli(fake_dir, tmp_path, monkeypatch, capsys) -> None:
-    import mgiad.train
+    import mgiad.training.loop
 
-    real = mgiad.train.train
+    real = mgiad.training.loop.train
 
     def poisoned(cfg, resume=None):
         def hook(epoch, step, model):
@@ -263,7 +263,7 @@ def test_nan_exit_code_through_cli(fake_dir, tmp_path, monkeypatch, capsys) -> N
                 next(model.parameters()).fill_(float("inf"))
         return real(cfg, resume=resume, on_step=hook)
 
-    monkeypatch.setattr(mgiad.train, "train", poisoned)
+    monkeypatch.setattr(mgiad.training.loop, "train", poisoned)
     rc = cli.main(["train", f"--data_dir={fake_dir}", "--dataset=fashionmnist", *TINY_ARGS,
                    "--epochs=1", "--threads=1", "--tensorboard=false", f"--out_dir={tmp_path}"])
     err = capsys.readouterr().err
@@ -292,7 +292,7 @@ def test_eval_on_run_dir_and_checkpoint(finished_run, capsys) -> None:
 
 
 def test_evaluate_matches_a_manual_loop(finished_run, fake_dir) -> None:
-    from mgiad.checkpoint import load_model
+    from mgiad.training.checkpoint import load_model
 
     run_dir, _ = finished_run
     model, header = load_model(run_dir)
@@ -310,7 +310,7 @@ def test_evaluate_matches_a_manual_loop(finished_run, fake_dir) -> None:
 def test_predict_image_files(finished_run, fake_dir, tmp_path, capsys) -> None:
     from PIL import Image
 
-    from mgiad.checkpoint import load_model
+    from mgiad.training.checkpoint import load_model
 
     run_dir, _ = finished_run
     data = load_dataset("fashionmnist", fake_dir)

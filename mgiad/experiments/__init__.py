@@ -1,2 +1,3 @@
-"""Package data: one experiment file per table of the paper and one for Figure 7 (see
-:mod:`mgiad.experiment`)."""
+"""Reproducing the paper: its tables and Figure 7 as experiment files (``tables/``), their
+specification (``spec``), the weight-count check (``paper``), sweeps of training runs
+(``sweep``), and reports and plots that read the sweeps' records (``report``, ``plot``)."""

@@ -1,8 +1,8 @@
 """The paper's networks and their registered variants."""
 
-from ..registry import register_model
 from .mgic import MGIC
 from .multigrid import MGiaD, MgNet, MultigridNet
+from .registry import register_model
 from .resnet import RESNET18, RESNET20, ResNet
 
 __all__ = ["MGIC", "MGiaD", "MgNet", "MultigridNet", "ResNet"]

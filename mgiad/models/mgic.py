@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..checks import check_divides, check_int
-from ..layers import conv3
+from mgiad.nn.checks import check_divides, check_int
+from mgiad.nn.layers import conv3
+
 from .resnet import BasicBlock, StagedNet
 
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..checks import check_divides, check_input, check_int, check_widths, scaled_widths
-from ..layers import Head, ResolutionTransfer, Smoother, Stem
-from ..sic import SiC
+from mgiad.nn.checks import check_divides, check_input, check_int, check_widths, scaled_widths
+from mgiad.nn.layers import Head, ResolutionTransfer, Smoother, Stem
+from mgiad.nn.sic import SiC
 
 #: The parts that can recompute their activations in backward (``memory_efficient``).
 _RECOMPUTABLE = (Smoother, SiC, ResolutionTransfer)

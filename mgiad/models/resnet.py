@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checks import check_blocks, check_input, check_int, check_widths
-from ..layers import Head, Stem, conv3
+from mgiad.nn.checks import check_blocks, check_input, check_int, check_widths
+from mgiad.nn.layers import Head, Stem, conv3
 
 
 class BasicBlock(nn.Module):

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .experiment import ExperimentRow
-from .sweep import Variant, ensure_variant_file, model_weights, plan, read_records
+from .records import ensure_variant_file, read_records
+from .spec import ExperimentRow
+from .variant import Variant, model_weights, plan
 
 
 @dataclass

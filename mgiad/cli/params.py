@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from .config import parse_literal
-from .counting import count_flops, count_weights
-from .paper import check_tables, unused_transfer_weights
-from .registry import create_model, list_models, model_defaults, model_doc
+from mgiad.experiments.paper import check_tables, unused_transfer_weights
+from mgiad.models.counting import count_flops, count_weights
+from mgiad.models.registry import create_model, list_models, model_defaults, model_doc
+from mgiad.training.values import parse_literal
 
 
 def parse_overrides(extra: list[str]) -> dict[str, Any]:

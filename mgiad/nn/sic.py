@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgiad.ops.pairconv import PairInterpolation, PairRestriction
+
 from .checks import check_divides, check_int
 from .layers import Smoother
-from .pairconv import PairInterpolation, PairRestriction
 from .recompute import recompute_in_backward
 
 

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .records import ensure_variant_file, read_records
 from .report import RowResult, summarize
-from .sweep import Variant, ensure_variant_file, read_records
+from .variant import Variant
 
 #: (marker, colour) per family, in the order of the legend; other families get the rest.
 STYLES: dict[str, tuple[str, str]] = {

@@ -11,8 +11,8 @@ import argparse
 import time
 from typing import Any
 
-from .config import RunConfig
-from .data import DatasetNotFoundError, load_dataset
+from mgiad.data.datasets import DatasetNotFoundError, load_dataset
+from mgiad.training.config import RunConfig
 
 #: The demo's run per dataset: model, and a budget of a few CPU minutes.
 _DEMO = {
@@ -37,7 +37,7 @@ def _find_data(dataset: str | None, data_dir: str | None, download: bool) -> Any
 
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
-    from .train import train
+    from mgiad.training.loop import train
 
     data = _find_data(args.dataset, args.data_dir, args.download)
     recipe = _DEMO.get(data.name, _DEMO["cifar10"])

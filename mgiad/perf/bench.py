@@ -24,10 +24,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import parse_literal
-from .counting import count_flops, count_weights
-from .registry import create_model
+from mgiad.models.counting import count_flops, count_weights
+from mgiad.models.registry import create_model
+from mgiad.training.values import parse_literal
 
+#: The comparisons of the performance targets (README, Performance): the ResNet18-size
+#: networks against ResNet18, the 3-level MGiaD against ResNet20.
+DEFAULT_MODELS = ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4", "mgiad:c_K=16,g_s=4,memory_efficient=True",
+                  "resnet20", "mgiad_3lvl"]
+DEFAULT_BASELINES = ["resnet18", "resnet20"]
 
 @dataclass
 class BenchResult:
@@ -171,7 +176,7 @@ def peak_memory(spec: str, *, batch: int, image_size: int, device: str, precisio
     """Peak training memory (MB) of ``spec``, measured in a fresh subprocess."""
     args = json.dumps({"spec": spec, "batch": batch, "image_size": image_size, "device": device,
                        "precision": precision, "channels_last": channels_last})
-    out = subprocess.run([sys.executable, "-m", "mgiad.bench", args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mgiad.perf.bench", args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"memory measurement of {spec} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -213,7 +218,7 @@ def _peak_memory_child(args: dict[str, Any]) -> float:
 
 def machine(device: str = "auto") -> str:
     """The hardware the figures came from (``train.hardware_string``) and the torch version."""
-    from .train import hardware_string
+    from mgiad.training.machine import hardware_string
 
     return f"{hardware_string(_device(device))}, torch {torch.__version__}"
 
@@ -269,57 +274,6 @@ def to_json(results: list[BenchResult], settings: dict[str, Any], baselines: lis
                        "results": rows}, indent=2)
 
 
+
 if __name__ == "__main__":  # child process of peak_memory()
     print(_peak_memory_child(json.loads(sys.argv[1])))
-
-
-#: The comparisons of the performance targets (README, Performance): the ResNet18-size
-#: networks against ResNet18, the 3-level MGiaD against ResNet20.
-DEFAULT_MODELS = ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4", "mgiad:c_K=16,g_s=4,memory_efficient=True",
-                  "resnet20", "mgiad_3lvl"]
-DEFAULT_BASELINES = ["resnet18", "resnet20"]
-
-
-def cmd_bench(args: Any, extra: list[str]) -> int:
-    specs = args.models or DEFAULT_MODELS
-    if not args.models and not args.baseline:
-        args.baseline = DEFAULT_BASELINES
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
-                                              "precision", "channels_last")}
-    check_baselines(specs, args.baseline)  # fail before the minutes of measuring
-    print(f"mgiad bench: {len(specs)} models, {args.rounds} interleaved rounds of {args.steps} steps, "
-          f"batch {args.batch}{'' if args.no_memory else ', then peak memory'} ...", file=sys.stderr, flush=True)
-    results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,
-                    rounds=args.rounds, device=args.device, precision=args.precision,
-                    channels_last=args.channels_last, memory=not args.no_memory)
-    print(f"# {machine(args.device)}; batch {args.batch}, {args.precision}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.rounds} interleaved rounds")
-    print(format_table(results, args.baseline))
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(to_json(results, settings, args.baseline))
-    return 0
-
-
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("bench", help="training/inference speed and memory, side by side",
-                       description="Measure models in interleaved rounds in one process and print "
-                       "ratios to a baseline. MODEL is name[:key=value,...], e.g. mgiad:c_K=16,g_s=4.")
-    p.add_argument("models", nargs="*", metavar="MODEL",
-                   help=f"default: {' '.join(DEFAULT_MODELS)} (baselines resnet18, resnet20)")
-    p.add_argument("--baseline", action="append", metavar="MODEL",
-                   help="model the ratios (×) refer to (default: the first); repeat it for several, "
-                   "each model then compares with the nearest baseline listed before it")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=3, help="steps per round and model")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--nchw", dest="channels_last", action="store_false", help="NCHW instead of channels_last")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.set_defaults(func=cmd_bench)

@@ -11,7 +11,7 @@ Examples::
     mgiad plot figure_7                                # Figure 7 and training curves, PNG + SVG
 
 EXPERIMENT is a built-in name (``table_I`` ... ``table_IX``, ``figure_7``; also ``IV``,
-``table4``, ``fig7``), the path of an experiment file (.toml/.json, see ``mgiad.experiment``)
+``table4``, ``fig7``), the path of an experiment file (.toml/.json, see ``mgiad.experiments.spec``)
 or, for report and plot, a results directory.
 """
 
@@ -40,7 +40,7 @@ def _overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
 
 def cmd_experiments(args: argparse.Namespace, extra: list[str]) -> int:
     """List the built-in experiments, or the rows of one."""
-    from .experiment import list_experiments, load_experiment
+    from mgiad.experiments.spec import list_experiments, load_experiment
 
     if args.experiment is None:
         for exp in list_experiments():
@@ -65,7 +65,10 @@ def cmd_experiments(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run (or submit) every unfinished run of an experiment."""
-    from .sweep import make_variant, parse_seeds, plan, run_state, submit_slurm, sweep
+    from mgiad.experiments.records import run_state
+    from mgiad.experiments.slurm import submit_slurm
+    from mgiad.experiments.sweep import sweep
+    from mgiad.experiments.variant import make_variant, parse_seeds, plan
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -126,8 +129,8 @@ def _hint(variant: Any) -> None:
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     """Print the table and write report.md / report.csv next to the records."""
-    from .report import write_report
-    from .sweep import find_variant
+    from mgiad.experiments.report import write_report
+    from mgiad.experiments.variant import find_variant
 
     variant = find_variant(args.experiment, _overrides(args, extra), args.results_dir,
                            log=lambda m: print(m, file=sys.stderr))
@@ -144,8 +147,8 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     """Draw weights vs accuracy (Figure 7 style) and the training curves."""
-    from .plot import plot_experiment
-    from .sweep import find_variant
+    from mgiad.experiments.plot import plot_experiment
+    from mgiad.experiments.variant import find_variant
 
     variant = find_variant(args.experiment, _overrides(args, extra), args.results_dir,
                            log=lambda m: print(m, file=sys.stderr))

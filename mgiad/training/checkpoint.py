@@ -373,7 +373,7 @@ def _header(file: Path, meta: dict[str, str]) -> dict[str, Any]:
 
 def model_from_header(header: dict[str, Any], *, path: str | Path = "checkpoint") -> nn.Module:
     """Build (untrained) the model a checkpoint header describes."""
-    from .registry import create_model
+    from mgiad.models.registry import create_model
 
     kwargs = dict(header.get("model_kwargs") or {})
     try:

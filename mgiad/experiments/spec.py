@@ -1,7 +1,7 @@
 """Experiments: the paper's tables (and Figure 7) as files of runnable rows with published numbers.
 
 An experiment file (TOML or JSON) holds a name, a title, a default dataset, the seeds, a
-``[recipe]`` table of :class:`~mgiad.config.RunConfig` keys and ``[[rows]]``::
+``[recipe]`` table of :class:`~mgiad.training.config.RunConfig` keys and ``[[rows]]``::
 
     name = "table_IV"
     title = "Table IV: ..."
@@ -24,7 +24,7 @@ experiment (so Figure 7 repeats no number of the tables). ``paper`` may be left 
 paper only plots, or a user's own rows).
 
 The built-in files ship as package data in ``mgiad/experiments/``: ``table_I`` ... ``table_IX``
-and ``figure_7``; they are the one source of the paper's numbers (``mgiad.paper.TABLES`` is
+and ``figure_7``; they are the one source of the paper's numbers (``mgiad.experiments.paper.TABLES`` is
 read from them).
 """
 
@@ -161,7 +161,7 @@ def default_family(model: str, kwargs: dict[str, Any]) -> str:
     if model.startswith("mgiad"):
         g_s = kwargs.get("g_s")
         if g_s is None:
-            from .registry import model_defaults
+            from mgiad.models.registry import model_defaults
 
             try:
                 g_s = model_defaults(model).get("g_s")
@@ -177,7 +177,7 @@ def default_family(model: str, kwargs: dict[str, Any]) -> str:
 
 def builtin_path(name: str) -> Path:
     """The packaged file of a built-in experiment."""
-    return Path(str(resources.files("mgiad.experiments").joinpath(f"{name}.toml")))
+    return Path(str(resources.files("mgiad.experiments.tables").joinpath(f"{name}.toml")))
 
 
 def canonical_name(name: str) -> str | None:
@@ -283,7 +283,7 @@ def _check_keys(d: dict[str, Any], allowed: set[str], source: str, what: str) ->
 
 
 def _dataset(name: Any, source: str) -> str:
-    from .data import canonical_name as canonical_dataset
+    from mgiad.data.datasets import canonical_name as canonical_dataset
 
     if not isinstance(name, str):
         raise ValueError(f"{source}: dataset={name!r} must be a string")
@@ -294,7 +294,7 @@ def _dataset(name: Any, source: str) -> str:
 
 
 def _recipe(recipe: Any, source: str) -> dict[str, Any]:
-    from .config import RunConfig
+    from mgiad.training.config import RunConfig
 
     if not isinstance(recipe, dict):
         raise ValueError(f"{source}: recipe must be a table of RunConfig keys")

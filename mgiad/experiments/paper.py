@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .experiment import DATASETS, TABLE_NAMES, load_experiment, model_kwargs
+from .spec import DATASETS, TABLE_NAMES, load_experiment, model_kwargs
 
 __all__ = ["DATASETS", "TABLES", "CountCheck", "PaperRow", "check_row", "check_tables",
            "unused_transfer_weights"]
@@ -80,8 +80,8 @@ def _rounds_to(n: int, k: int) -> bool:
 
 def unused_transfer_weights(model: Any) -> int:
     """Weights of the level-1 Π, R (and BNs) that the authors' code builds but never uses."""
-    from .layers import ResolutionTransfer
-    from .models import MultigridNet
+    from mgiad.models import MultigridNet
+    from mgiad.nn.layers import ResolutionTransfer
 
     if not isinstance(model, MultigridNet):
         return 0
@@ -92,8 +92,8 @@ def unused_transfer_weights(model: Any) -> int:
 
 def check_row(row: PaperRow) -> CountCheck:
     """Compare our count for ``row`` with the paper's, with a reason for any difference."""
-    from .counting import count_weights
-    from .registry import create_model
+    from mgiad.models.counting import count_weights
+    from mgiad.models.registry import create_model
 
     def counts(overrides: dict[str, Any] | None = None) -> tuple[int, int]:
         model = create_model(row.model, **row.model_kwargs(overrides))

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from mgiad.training.config import RunConfig
 
 #: ``train`` flags declared explicitly (for ``--help``); each maps to a config key.
 _TRAIN_FLAGS: tuple[tuple[str, str, str], ...] = (
@@ -103,7 +103,7 @@ def _show(value: Any) -> str:
 
 def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
     """The run configuration from ``--config``/``--resume``, explicit flags and overrides."""
-    from .train import load_run_config
+    from mgiad.training.loop import load_run_config
 
     flags = [f"--{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("cfg_")]
     if args.resume is not None:
@@ -119,7 +119,7 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     """``mgiad train``: 0 on success, 3 if training diverged, 130 if interrupted."""
-    from .train import TrainingDiverged, train
+    from mgiad.training.loop import TrainingDiverged, train
 
     cfg = build_config(args, extra)
     if args.print_config:
@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _device(name: str) -> Any:
-    from .train import _device as resolve
+    from mgiad.training.machine import resolve_device as resolve
 
     return resolve(name)
 
@@ -151,10 +151,10 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     """``mgiad eval``: print test accuracy and per-class accuracy of a checkpoint."""
     import torch
 
-    from .augment import BatchAugment
-    from .checkpoint import checkpoint_path, load_model
-    from .data import load_dataset, subset
-    from .train import evaluate
+    from mgiad.data.augment import BatchAugment
+    from mgiad.data.datasets import load_dataset, subset
+    from mgiad.training.checkpoint import checkpoint_path, load_model
+    from mgiad.training.evaluate import evaluate
 
     device = _device(args.device)
     file = checkpoint_path(args.checkpoint)
@@ -198,7 +198,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _normalisation(header: dict[str, Any], file: Any) -> tuple[list[float], list[float]]:
-    from .checkpoint import CheckpointError
+    from mgiad.training.checkpoint import CheckpointError
 
     if "mean" not in header or "std" not in header:
         raise CheckpointError(f"{file} has no normalisation constants (mean/std) in its header")
@@ -228,8 +228,8 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     """``mgiad predict``: top-k classes of image files."""
     import torch
 
-    from .augment import BatchAugment
-    from .checkpoint import load_model
+    from mgiad.data.augment import BatchAugment
+    from mgiad.training.checkpoint import load_model
 
     if args.topk < 1:
         raise ValueError(f"--topk must be >= 1, got {args.topk}")

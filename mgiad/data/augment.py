@@ -1,0 +1,323 @@
+"""The paper's training augmentations, batched on the device that holds the batch.
+
+The authors' CIFAR-10 pipeline (DESIGN.md section 2) is, per image on the CPU::
+
+    RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> AutoAugment(CIFAR10) -> ToTensor -> Normalize
+
+CIFAR-100 uses the crop with reflect padding and the flip; FashionMNIST uses nothing. Running that
+pipeline per image in Python costs more than a small model's training step, so this module does
+the same work on a whole ``(N, H, W, C)`` uint8 batch at once, on whatever device it lives on,
+with no Python loop over images (loops run over the 15 op kinds and the two AutoAugment stages).
+
+AutoAugment's ops are in :mod:`mgiad.data.autoaugment`, equal to torchvision's op by op; this
+module adds crop and flip (one gather) and the pipeline, equal to torchvision's as a whole
+(``tests/test_augment.py``).
+
+Randomness is separated from work: :meth:`BatchAugment.sample` draws every random choice of a batch
+from one generator, :meth:`BatchAugment.apply` is deterministic, and
+``train(x, g) == apply(x, sample(len(x), H, g))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .autoaugment import CIFAR10_POLICY, OP_NAMES, _policy_tables, apply_ops
+
+__all__ = ["OP_NAMES", "CIFAR10_POLICY", "BatchAugment", "paper_augment", "apply_ops", "crop_flip"]
+
+
+# --------------------------------------------------------------------------------------------
+# Crop and flip, as one gather.
+# --------------------------------------------------------------------------------------------
+
+
+def _source_index(pos: Tensor, size: int, pad_mode: str) -> tuple[Tensor, Tensor]:
+    """Map coordinates of the padded image (already minus the padding) to source coordinates.
+
+    Returns the clamped index and a validity mask (False where constant padding shows zeros).
+    ``reflect`` mirrors without repeating the edge pixel, like ``torch.nn.functional.pad``.
+    """
+    if pad_mode == "reflect":
+        pos = torch.where(pos < 0, -pos, pos)
+        pos = torch.where(pos >= size, 2 * (size - 1) - pos, pos)
+        return pos, torch.ones_like(pos, dtype=torch.bool)
+    valid = (pos >= 0) & (pos < size)
+    return pos.clamp(0, size - 1), valid
+
+
+def crop_flip(
+    img: Tensor,
+    top: Tensor | None,
+    left: Tensor | None,
+    flip: Tensor | None,
+    padding: int,
+    pad_mode: str = "constant",
+) -> Tensor:
+    """``RandomCrop(H, padding)`` then ``RandomHorizontalFlip`` with given choices, as one gather.
+
+    Per image this equals ``F.hflip(F.crop(F.pad(img, padding, padding_mode=pad_mode), top, left,
+    H, W))`` (hflip only where ``flip``), without materialising the padded batch: every output
+    pixel's source pixel is computed and fetched with one ``gather`` per batch.
+
+    Args:
+        img: (N, C, H, W) images (any dtype, any memory format).
+        top, left: (N,) integer offsets into the padded image, in ``[0, 2 * padding]``; None: no
+            crop (``padding`` is then ignored).
+        flip: (N,) bool, or None for no flip.
+        padding: pixels of padding on every side (at most H - 1 for "reflect").
+        pad_mode: "constant" (zeros) or "reflect".
+
+    Returns:
+        (N, C, H, W), contiguous.
+    """
+    n, c, h, w = img.shape
+    dev = img.device
+    rows = torch.arange(h, device=dev).expand(n, h)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if flip is not None:
+        # The flip acts on the cropped image: output column k shows cropped column w-1-k.
+        cols = torch.where(flip.to(dev).view(n, 1), w - 1 - cols, cols)
+    cropped = top is not None and left is not None and padding > 0
+    if cropped:
+        rows = rows + (top.to(dev).view(n, 1) - padding)
+        cols = cols + (left.to(dev).view(n, 1) - padding)
+    rows, row_ok = _source_index(rows, h, pad_mode)
+    cols, col_ok = _source_index(cols, w, pad_mode)
+    # A gather along the flattened pixel axis of a channel-major copy: several times faster on
+    # CPU than advanced indexing x[batch, rows, cols] of an NHWC tensor (3-byte rows).
+    source = (rows.view(n, h, 1) * w + cols.view(n, 1, w)).view(n, 1, h * w)
+    out = img.reshape(n, c, h * w).gather(2, source.expand(n, c, h * w)).view(n, c, h, w)
+    if cropped and pad_mode == "constant":
+        ok = row_ok.view(n, 1, h, 1) & col_ok.view(n, 1, 1, w)
+        out = out * ok.to(out.dtype)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline.
+# --------------------------------------------------------------------------------------------
+
+
+class BatchAugment:
+    """Random crop, flip, AutoAugment (CIFAR-10 policy) and normalisation of a uint8 batch.
+
+    Order as in the authors' code: ``pad_to`` -> ``RandomCrop(H, padding=crop)`` ->
+    ``RandomHorizontalFlip()`` -> ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` -> ``ToTensor`` ->
+    ``Normalize(mean, std)``. AutoAugment samples one of the 25 sub-policies per image, applies
+    each of its two ops with the op's probability and, for signed ops, a random sign; nearest
+    interpolation and zero fill, as torchvision's defaults.
+
+    Args:
+        mean, std: per-channel normalisation on the [0, 1] scale (``ToTensor`` then ``Normalize``).
+        crop: padding of the random crop to the input size; None: no crop.
+        pad_mode: "constant" (zeros) or "reflect" padding of the crop.
+        flip: random horizontal flip with probability 0.5.
+        autoaugment: AutoAugment with the CIFAR-10 policy.
+        pad_to: zero-pad images (centred; odd remainders go right/bottom) to this square size first,
+            in ``train`` and ``test`` alike (FashionMNIST 28 -> 32).
+        channels_last: return the output in ``torch.channels_last`` memory format.
+
+    Inputs are (N, H, W, C) uint8 (a (N, H, W) batch is read as C = 1) on any device; outputs are
+    (N, C, H', W') float32 on the same device.
+    """
+
+    def __init__(
+        self,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop: int | None = None,
+        pad_mode: str = "constant",
+        flip: bool = False,
+        autoaugment: bool = False,
+        pad_to: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        if pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
+        if crop is not None and crop < 0:
+            raise ValueError(f"crop padding must be >= 0, got {crop}")
+        if len(mean) != len(std):
+            raise ValueError("mean and std need one value per channel")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.crop = crop
+        self.pad_mode = pad_mode
+        self.flip = flip
+        self.autoaugment = autoaugment
+        self.pad_to = pad_to
+        self.channels_last = channels_last
+        self._tables: dict[tuple[int, int], dict[str, Tensor]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(crop={self.crop}, pad_mode={self.pad_mode!r}, flip={self.flip}, "
+            f"autoaugment={self.autoaugment}, pad_to={self.pad_to}, "
+            f"channels_last={self.channels_last}, mean={self.mean}, std={self.std})"
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        """Check the input, add the channel axis of a (N, H, W) batch, apply ``pad_to``."""
+        if x.dtype != torch.uint8:
+            raise TypeError(f"expected a uint8 batch, got {x.dtype}")
+        if x.dim() == 3:
+            x = x.unsqueeze(-1)
+        if x.dim() != 4 or x.shape[-1] != len(self.mean):
+            raise ValueError(
+                f"expected (N, H, W, {len(self.mean)}) images, got {tuple(x.shape)}"
+            )
+        if self.pad_to is not None:
+            h, w = x.shape[1:3]
+            if self.pad_to < max(h, w):
+                raise ValueError(f"pad_to={self.pad_to} is smaller than the images ({h}x{w})")
+            top, left = (self.pad_to - h) // 2, (self.pad_to - w) // 2
+            bottom, right = self.pad_to - h - top, self.pad_to - w - left
+            x = F.pad(x, (0, 0, left, right, top, bottom))
+        return x
+
+    def _normalise(self, x_nchw: Tensor) -> Tensor:
+        """``ToTensor`` (``/ 255``) then ``Normalize``: ``(x / 255 - mean) / std`` in float32."""
+        c = x_nchw.shape[1]
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x_nchw.device).view(1, c, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x_nchw.device).view(1, c, 1, 1)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        # Change the layout while the data are still 1 byte per value; the element-wise float
+        # ops below keep it. In-place steps avoid allocating a buffer per step.
+        x = x_nchw.contiguous(memory_format=fmt).to(torch.float32)
+        return x.div_(255.0).sub_(mean).div_(std)
+
+    def tables(self, height: int, width: int | None = None) -> dict[str, Tensor]:
+        """The CIFAR-10 policy as tensors for ``height x width`` images (translations scale with
+        the size): ``op``, ``magnitude`` (unsigned, float64), ``signed``, ``prob``, each (25, 2)."""
+        key = (height, height if width is None else width)
+        if key not in self._tables:
+            self._tables[key] = _policy_tables(*key)
+        return self._tables[key]
+
+    # -- randomness ---------------------------------------------------------------------------
+
+    def sample(
+        self,
+        n: int,
+        height: int,
+        generator: torch.Generator | None = None,
+        *,
+        width: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> dict[str, Tensor]:
+        """Draw every random choice for a batch of ``n`` images of size ``height`` (after pad_to).
+
+        Draws come from ``generator`` (on its device; without one, from the default generator of
+        ``device``, CPU by default), always in the same order, so a generator state fixes a batch.
+
+        Keys (present only for enabled steps), each with first dimension ``n``:
+
+        - ``crop_top``, ``crop_left`` (int64): crop offsets into the padded image, in
+          ``[0, 2 * crop]`` (torchvision ``RandomCrop.get_params``);
+        - ``flip`` (bool): flip this image (``torch.rand(1) < 0.5``);
+        - ``policy`` (int64): sub-policy index in ``[0, 25)``;
+        - ``apply`` (bool, (n, 2)): whether each stage's op runs (``rand <= p``);
+        - ``sign`` (bool, (n, 2)): True for a positive magnitude (torchvision negates when its
+          ``signs[i] == 0``; unsigned ops ignore it);
+        - ``op`` (int64, (n, 2)) and ``magnitude`` (float64, (n, 2)): derived, not random -- the
+          op index into :data:`OP_NAMES` and the signed magnitude each stage would use, as
+          ``_apply_op`` receives them. :meth:`apply` uses these with ``apply``.
+        """
+        if generator is not None:
+            device = generator.device
+        device = torch.device("cpu" if device is None else device)
+        kw = {"generator": generator, "device": device}
+        params: dict[str, Tensor] = {}
+        if self.crop is not None:
+            params["crop_top"] = torch.randint(0, 2 * self.crop + 1, (n,), **kw)
+            params["crop_left"] = torch.randint(0, 2 * self.crop + 1, (n,), **kw)
+        if self.flip:
+            params["flip"] = torch.rand(n, **kw) < 0.5
+        if self.autoaugment:
+            tables = {k: v.to(device) for k, v in self.tables(height, width).items()}
+            policy = torch.randint(0, len(CIFAR10_POLICY), (n,), **kw)
+            u = torch.rand(n, 2, **kw)
+            sign = torch.randint(0, 2, (n, 2), **kw) == 1
+            magnitude = tables["magnitude"][policy]
+            negate = tables["signed"][policy] & ~sign
+            params["policy"] = policy
+            params["apply"] = u <= tables["prob"][policy]
+            params["sign"] = sign
+            params["op"] = tables["op"][policy]
+            params["magnitude"] = torch.where(negate, -magnitude, magnitude)
+        return params
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def augment_uint8(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Crop, flip and AutoAugment with given choices; (N, C, H', W') uint8, no normalisation.
+
+        The memory format of the result is unspecified (it follows the ops that ran).
+        """
+        x = self._prepare(x)
+        img = x.permute(0, 3, 1, 2)
+        if self.crop is not None or self.flip:
+            img = crop_flip(
+                img,
+                params["crop_top"] if self.crop is not None else None,
+                params["crop_left"] if self.crop is not None else None,
+                params["flip"] if self.flip else None,
+                self.crop or 0,
+                self.pad_mode,
+            )
+        if self.autoaugment:
+            op = params["op"].to(img.device)
+            applied = params["apply"].to(img.device)
+            magnitude = params["magnitude"].to(img.device)
+            for stage in range(2):  # the two ops of a sub-policy, in order
+                stage_op = torch.where(applied[:, stage], op[:, stage], 0)
+                img = apply_ops(img, stage_op, magnitude[:, stage])
+        return img
+
+    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Deterministic augmentation with the choices ``params`` (from :meth:`sample`), then
+        normalisation; ``train(x, g) == apply(x, sample(len(x), H, g))``."""
+        return self._normalise(self.augment_uint8(x, params))
+
+    def train(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Random augmentation and normalisation of a training batch (N, H, W, C) uint8."""
+        h, w = (self.pad_to, self.pad_to) if self.pad_to is not None else x.shape[1:3]
+        params = self.sample(len(x), h, generator, width=w, device=x.device)
+        return self.apply(x, params)
+
+    def test(self, x: Tensor) -> Tensor:
+        """Evaluation transform: ``pad_to`` and normalisation only."""
+        return self._normalise(self._prepare(x).permute(0, 3, 1, 2))
+
+
+def paper_augment(
+    dataset: str,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    pad_to: int | None = None,
+    channels_last: bool = False,
+) -> BatchAugment:
+    """The paper's augmentation recipe for ``dataset`` (DESIGN.md section 2).
+
+    - ``cifar10``: RandomCrop(32, padding=4, zeros) + horizontal flip + AutoAugment(CIFAR10),
+      as in the authors' training code;
+    - ``cifar100``: RandomCrop(32, padding=4, reflect) + horizontal flip;
+    - ``fashionmnist``: no augmentation (only ``pad_to`` and normalisation).
+    """
+    key = dataset.lower().replace("-", "").replace("_", "")
+    common = {"mean": mean, "std": std, "pad_to": pad_to, "channels_last": channels_last}
+    if key == "cifar10":
+        return BatchAugment(crop=4, flip=True, autoaugment=True, **common)
+    if key == "cifar100":
+        return BatchAugment(crop=4, pad_mode="reflect", flip=True, **common)
+    if key == "fashionmnist":
+        return BatchAugment(**common)
+    raise ValueError(f"unknown dataset {dataset!r}; expected cifar10, cifar100 or fashionmnist")

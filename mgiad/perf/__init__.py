@@ -1,0 +1,1 @@
+"""Performance: ``mgiad bench`` (speed and memory side by side) and the CPU allocator setting."""
