@@ -1,7 +1,7 @@
 """Old import paths keep working: ``mgiad.train``, ``mgiad.layers``, ... of the flat layout.
 
 Version 0.1 had every module directly under ``mgiad/``. Importing an old path gives a module
-that finds each name in its new home and warns once (``FutureWarning``) with the new path,
+that finds each name in its new home and warns (``FutureWarning``) with the new path,
 e.g. ``from mgiad.train import train`` -> ``mgiad.training.loop``. A name that no longer
 exists raises an ``AttributeError`` that lists where to look.
 """
@@ -51,18 +51,15 @@ class _MovedModule(types.ModuleType):
     def __init__(self, name: str, targets: tuple[str, ...]) -> None:
         super().__init__(name, f"moved to {', '.join(targets)}")
         self.__targets = targets
-        self.__warned = False
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
         for target in self.__targets:
             module = importlib.import_module(target)
-            if hasattr(module, attr):
-                if not self.__warned:
-                    self.__warned = True
-                    warnings.warn(f"{self.__name__} moved: import {attr} from {target}",
-                                  FutureWarning, stacklevel=2)
+            if hasattr(module, attr):  # the warnings filter shows it once per call site
+                warnings.warn(f"{self.__name__} moved: import {attr} from {target}",
+                              FutureWarning, stacklevel=2)
                 return getattr(module, attr)
         raise AttributeError(f"{self.__name__} moved to {' / '.join(self.__targets)}, "
                              f"and none of them defines {attr!r}")
