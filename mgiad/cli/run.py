@@ -118,8 +118,8 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    """``mgiad train``: 0 on success, 3 if training diverged, 130 if interrupted."""
-    from mgiad.training.loop import TrainingDiverged, train
+    """``mgiad train``: 0 on success, 3 if training diverged, 130/143 if interrupted (SIGINT/SIGTERM)."""
+    from mgiad.training.loop import TrainingDiverged, TrainingInterrupted, train
 
     cfg = build_config(args, extra)
     if args.print_config:
@@ -130,9 +130,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     except TrainingDiverged as e:
         print(f"mgiad train: error: {e}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("mgiad train: interrupted; the last finished epoch is checkpointed, continue with "
-              "`mgiad train --resume RUN_DIR`", file=sys.stderr)
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: what is kept, how to continue
+        print(f"mgiad train: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # before train() took over (imports, config)
+        print("mgiad train: interrupted before training started; nothing was written",
+              file=sys.stderr)
         return 130
     return 0
 

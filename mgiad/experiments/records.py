@@ -16,16 +16,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .variant import RECORDS, VARIANT, Job, Variant, _read_json
+from mgiad.training.lock import flock as _flock
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; O_APPEND writes stay whole lines
-    fcntl = None  # type: ignore[assignment]
+from .variant import RECORDS, VARIANT, Job, Variant, _read_json
 
 
 def run_state(job: Job) -> str:
@@ -52,27 +48,6 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(rec, dict) and "run_id" in rec:
             out.append(rec)
     return out
-
-@contextlib.contextmanager
-def _flock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive advisory lock on ``path``; yields False if non-blocking and taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is None:
-            yield True
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 def append_record(path: str | Path, record: dict[str, Any]) -> bool:
     """Append ``record`` unless its run already has one; True if it was written."""

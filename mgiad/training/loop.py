@@ -36,12 +36,16 @@ Design choices, each for a reason:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +62,7 @@ from mgiad.models.registry import create_model
 
 from .checkpoint import (
     LAST,
+    CheckpointError,
     atomic_write_text,
     load_checkpoint,
     load_weights,
@@ -67,6 +72,7 @@ from .checkpoint import (
 from .config import RunConfig
 from .distributed import Dist, init_distributed, shard
 from .evaluate import autocast, evaluate
+from .lock import RunLock
 from .machine import git_rev, hardware_string, resolve_device
 from .progress import Progress, fmt_time
 
@@ -86,6 +92,26 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, *, epoch: int, step: int | None, run_dir: Path | None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.run_dir = epoch, step, run_dir
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run; the message says what is checkpointed and
+    how to continue. A ``KeyboardInterrupt``, so code that stops on Ctrl-C stops on it too."""
+
+    def __init__(self, message: str, *, signal_name: str, run_dir: Path | None) -> None:
+        super().__init__(message)
+        self.signal_name, self.run_dir = signal_name, run_dir
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A hash of everything in a configuration that changes the training trajectory."""
+    d = {k: v for k, v in cfg.resolved().to_dict().items() if k not in RESUME_MUTABLE}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train(
@@ -129,8 +155,9 @@ def train(
         torch.cuda.set_device(device)
     finished = False
     try:
-        summary = _Run(cfg, device, dist_, Path(resume) if resume is not None else None, data,
-                       on_step).run()
+        with _sigterm_as_interrupt():
+            summary = _Run(cfg, device, dist_, Path(resume) if resume is not None else None, data,
+                           on_step).run()
         finished = True
         return summary
     finally:
@@ -141,6 +168,28 @@ def train(
                 # exception"; 2 of 6 torchrun runs of tests/test_ddp.py on this CPU).
                 dist.barrier()
             dist.destroy_process_group()
+
+
+class _SigTerm(KeyboardInterrupt):
+    """Raised in the main thread by the SIGTERM handler of :func:`_sigterm_as_interrupt`."""
+
+
+class _sigterm_as_interrupt:  # noqa: N801  (a context manager used like a function)
+    """SIGTERM interrupts training like Ctrl-C does (a true message, a summary, the lock
+    released), instead of killing the process without a word. Main thread only."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise _SigTerm()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def load_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:
@@ -185,29 +234,47 @@ class _Run:
         self.cfg, self.device, self.dist, self.resume_dir = cfg, device, dist_, resume
         self.data, self.on_step = data, on_step
         self.writer: Any = None
+        self.progress: Progress | None = None
+        self.lock: RunLock | None = None
+        self.run_dir: Path | None = None
+        self.epoch: int | None = None  # the epoch in progress (0-based)
+        self.checkpointed = 0  # epochs in the checkpoint on disk
 
     def run(self) -> dict[str, Any]:
-        self.set_up()
-        self.resume()
-        self.write_run_files()
-        status = "completed"
         try:
-            for epoch in range(self.start_epoch, self.cfg.epochs):
-                row = self.train_epoch(epoch)
-                if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
-                    self.evaluate(epoch, row)
-                self.end_epoch(epoch, row)
-                if self.out_of_time(epoch):
-                    status = "time_budget"
-                    break
+            self.set_up()
+            self.resume()
+            self.write_run_files()
+            return self.finish(self.train_epochs())
         except TrainingDiverged as e:
             self.write_diverged(e)
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (train() turns it into one)
+            raise self.interrupted(e) from None
+        except OSError as e:  # read-only, full disk, permissions: say what is kept
+            raise self.io_failed(e) from None
         finally:
+            self.close()
+
+    def train_epochs(self) -> str:
+        """Every remaining epoch; the run's status: ``completed`` or ``time_budget``."""
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.epoch = epoch
+            row = self.train_epoch(epoch)
+            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
+                self.evaluate(epoch, row)
+            self.end_epoch(epoch, row)
+            if self.out_of_time(epoch):
+                return "time_budget"
+        return "completed"
+
+    def close(self) -> None:
+        if self.progress is not None:
             self.progress.close()
-            if self.writer is not None:
-                self.writer.close()
-        return self.finish(status)
+        if self.writer is not None:
+            self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -270,8 +337,11 @@ class _Run:
         return data
 
     def _run_dir(self) -> Path:
+        """The run directory, locked by the main process (one trainer per directory)."""
         cfg = self.cfg
         if self.resume_dir is not None:
+            if self.dist.main:
+                self.lock = RunLock(self.resume_dir).acquire()
             return self.resume_dir
         name = [None]
         if self.dist.main:
@@ -279,7 +349,7 @@ class _Run:
             stem = cfg.run_name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             path = base / stem
             if cfg.run_name is not None:
-                if path.exists() and any(path.iterdir()):
+                if path.exists() and any(p.name != RunLock.NAME for p in path.iterdir()):
                     raise ValueError(
                         f"run directory {path} already exists; continue it with "
                         f"`mgiad train --resume {path}` or choose another run_name"
@@ -293,6 +363,7 @@ class _Run:
                         break
                     except FileExistsError:
                         path = base / f"{stem}-{i + 1}"
+            self.lock = RunLock(path).acquire()
             name = [str(path)]
         if self.dist.world > 1:
             dist.broadcast_object_list(name, src=0)
@@ -303,8 +374,12 @@ class _Run:
     def resume(self) -> None:
         """Weights, optimizer, random streams and history from the last checkpoint, if any."""
         self.start_epoch, self.history, self.elapsed_before = 0, [], 0.0
+        self.config_hash = config_hash(self.cfg)
+        self.run_id = uuid.uuid4().hex[:16]  # a new run's identity, carried by its checkpoints
         if self.resume_dir is None:
             return
+        recorded_id = _read_json(self.run_dir / "run.json").get("run_id")
+        self.run_id = recorded_id or self.run_id
         if self.dist.main:  # a killed writer leaves its temporary file
             remove_stale_temporaries(self.ckpt_path)
         # A run killed during its first epoch has no checkpoint yet: resuming it means starting
@@ -312,6 +387,7 @@ class _Run:
         if not self.ckpt_path.exists():
             return
         ckpt = load_checkpoint(self.ckpt_path)
+        self._check_identity(ckpt, recorded_id)
         load_weights(self.raw_model, ckpt.model_state, path=ckpt.path)
         if ckpt.optimizer_state is None:
             raise ValueError(f"{ckpt.path} holds weights only; cannot resume training from it")
@@ -326,9 +402,28 @@ class _Run:
             warnings.warn("the augmentation random stream restarts: the run was resumed on "
                           f"{self.device.type}, its checkpoint comes from another device type",
                           stacklevel=3)
-        self.start_epoch = int(ckpt.train_state["epoch"])
+        self.start_epoch = self.checkpointed = int(ckpt.train_state["epoch"])
         self.history = list(ckpt.train_state.get("history", []))
         self.elapsed_before = float(ckpt.train_state.get("elapsed_s", 0.0))
+
+    def _check_identity(self, ckpt: Any, recorded_id: str | None) -> None:
+        """Refuse a checkpoint of another run (copied or moved here): resuming on it would
+        continue someone else's weights and history under this run's name."""
+        theirs = ckpt.header.get("run_id")
+        if theirs is None:  # written before checkpoints carried their run's identity
+            warnings.warn(f"{ckpt.path} carries no run identity (written by mgiad 0.1); resuming "
+                          f"without checking that it belongs to {self.run_dir}", stacklevel=4)
+            return
+        if recorded_id is None:
+            raise CheckpointError(
+                f"cannot check that {ckpt.path} belongs to {self.run_dir}: the run's run.json is "
+                "missing or has no run_id; restore it, or move the checkpoint away to start over")
+        if theirs != recorded_id or ckpt.header.get("config_hash") != self.config_hash:
+            raise CheckpointError(
+                f"{ckpt.path} belongs to another run (run id {theirs}, {ckpt.header.get('model')} "
+                f"on {ckpt.header.get('dataset')}, epoch {ckpt.header.get('epoch')}), not to "
+                f"{self.run_dir} (run id {recorded_id}): it was copied or moved here. Resume the "
+                "run it belongs to, or move it away to start this run over")
 
     # -- files, augmentation, wrapped model, progress ------------------------------------------
 
@@ -343,6 +438,7 @@ class _Run:
             atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
             atomic_write_text(run_dir / "git_rev", rev + "\n")
             atomic_write_text(run_dir / "run.json", json.dumps({
+                "run_id": self.run_id, "config_hash": self.config_hash,
                 "weights": self.weights, "hardware": self.hardware, "device": str(device),
                 "world_size": D.world, "git_rev": rev, "git_dirty": dirty,
                 "torch": torch.__version__, "mgiad": __version__, "python": platform.python_version(),
@@ -403,6 +499,8 @@ class _Run:
             "augment": cfg.augment,
             "weights": self.weights,
             "mgiad_version": __version__,
+            "run_id": self.run_id,  # the run this checkpoint belongs to (checked on resume)
+            "config_hash": self.config_hash,
         }
 
     # -- one epoch ----------------------------------------------------------------------------
@@ -490,6 +588,40 @@ class _Run:
             return f"the last good checkpoint {self.ckpt_path} is unchanged"
         return "no checkpoint was written (the first epoch did not finish)"
 
+    def interrupted(self, e: KeyboardInterrupt) -> TrainingInterrupted:
+        """What an interrupt leaves: the message names what is checkpointed and the command
+        that continues; rank 0 writes a summary with status ``interrupted``."""
+        name = "SIGTERM" if isinstance(e, _SigTerm) else "SIGINT"
+        run_dir = self.run_dir
+        if run_dir is None or not (run_dir / "config.json").is_file():
+            return TrainingInterrupted(f"interrupted ({name}) while setting up the run; nothing "
+                                       "was trained, nothing to resume", signal_name=name, run_dir=None)
+        where = (f"in epoch {self.epoch + 1}/{self.cfg.epochs}" if self.epoch is not None
+                 else "before its first step")
+        resume = f"`mgiad train --resume {run_dir}`"
+        if self.ckpt_path.exists():
+            message = (f"interrupted ({name}) {where}; epoch {self.checkpointed} is checkpointed in "
+                       f"{self.ckpt_path}; continue with {resume}")
+        else:
+            message = (f"interrupted ({name}) {where}; no epoch had finished, so nothing is "
+                       f"checkpointed; {resume} starts the run again (same seed, same result)")
+        if self.dist.main:
+            with contextlib.suppress(OSError):
+                atomic_write_text(run_dir / "summary.json", json.dumps({
+                    "status": "interrupted", "signal": name, "message": message,
+                    "epochs_done": self.checkpointed, "epochs": self.cfg.epochs,
+                    "run_dir": str(run_dir)}, indent=2) + "\n")
+        return TrainingInterrupted(message, signal_name=name, run_dir=run_dir)
+
+    def io_failed(self, e: OSError) -> OSError:
+        """The OS error with what is kept and how to continue (the file stays in ``filename``)."""
+        if self.run_dir is None or not hasattr(self, "ckpt_path"):
+            return e
+        hint = f"; {self._kept()}"
+        if (self.run_dir / "config.json").is_file():
+            hint += f"; continue with `mgiad train --resume {self.run_dir}` once that is fixed"
+        return OSError(e.errno, f"{e.strerror or e}{hint}", e.filename)
+
     def evaluate(self, epoch: int, row: dict[str, Any]) -> None:
         """Test accuracy into ``row`` (per class too after the last epoch)."""
         D = self.dist
@@ -523,6 +655,7 @@ class _Run:
             model_state=self.raw_model.state_dict(), optimizer_state=self.optimizer.state_dict(),
             rng=rng, train_state={"epoch": epoch + 1, "history": self.history, "elapsed_s": row["elapsed_s"]},
         )
+        self.checkpointed = epoch + 1
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:
@@ -605,6 +738,14 @@ class _Run:
         }
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _summary_writer(log_dir: Path, purge_step: int) -> Any:
     """A TensorBoard ``SummaryWriter``, or ``None`` if tensorboard is not installed."""
     try:
@@ -614,4 +755,5 @@ def _summary_writer(log_dir: Path, purge_step: int) -> Any:
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
-__all__ = ["RESUME_MUTABLE", "TrainingDiverged", "load_run_config", "train"]
+__all__ = ["RESUME_MUTABLE", "TrainingDiverged", "TrainingInterrupted", "config_hash", "load_run_config",
+           "train"]
