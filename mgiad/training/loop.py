@@ -475,7 +475,8 @@ class _Run:
         if D.main:
             self.progress.line(
                 f"run {run_dir}: {cfg.model} ({self.weights:,} weights) on {data.name} "
-                f"({n} train / {len(self.test_data[1])} test images), {cfg.epochs} epochs x {self.steps} steps, "
+                f"({n} train / {len(self.test_data[1])} test images from {data.source or 'memory'}), "
+                f"{cfg.epochs} epochs x {self.steps} steps, "
                 f"batch {B}{f' over {D.world} processes' if D.world > 1 else ''}, {device} [{self.hardware}]"
                 + (f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
             )
