@@ -11,6 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgiad.ops.groupconv import applies as _native_applies
+from mgiad.ops.groupconv import group_conv3x3
+
 from .recompute import recompute_in_backward
 
 
@@ -27,7 +30,28 @@ def depthwise_pool(c_in: int, c_out: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
 
 
-class DataFeatureMap(nn.Conv2d):
+class GroupConv3x3(nn.Conv2d):
+    """A bias-free 3×3 convolution c → c, stride 1, padding 1, grouped or dense: B of a smoother.
+
+    On the CPU a float32 channels_last input with 4 channels per group, outside autocast, runs
+    the native kernel ``mgiad::group_conv3x3`` (mgiad/ops/groupconv.py; ``MGIAD_NATIVE=0`` turns
+    it off), everything else the built-in convolution. Same weights, state dict and hooks as
+    ``nn.Conv2d``; the two differ by float rounding only (tests/test_native.py).
+    """
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__(channels, channels, 3, padding=1, groups=groups, bias=False)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if _native_applies(x, self, weight):
+            return group_conv3x3(x, weight)
+        return self._conv_forward(x, weight, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv(x, self.weight)
+
+
+class DataFeatureMap(GroupConv3x3):
     """A of the data–feature relation A u = f: a bias-free 3×3 convolution (grouped or dense).
 
     ``A(u, negate=True)`` is −A u, computed with the negated weights (exactly −(A u): negation
@@ -36,11 +60,8 @@ class DataFeatureMap(nn.Conv2d):
     feature map first (one memory pass per residual saved; tests/test_fast_paths.py).
     """
 
-    def __init__(self, channels: int, groups: int = 1) -> None:
-        super().__init__(channels, channels, 3, padding=1, groups=groups, bias=False)
-
     def forward(self, u: torch.Tensor, negate: bool = False) -> torch.Tensor:
-        return self._conv_forward(u, -self.weight if negate else self.weight, None)
+        return self._conv(u, -self.weight if negate else self.weight)
 
 
 class Stem(nn.Sequential):
@@ -80,7 +101,7 @@ class Smoother(nn.Module):
         super().__init__()
         self.steps = steps
         self.A = DataFeatureMap(channels, groups)
-        self.B = nn.ModuleList(conv3(channels, channels, groups) for _ in range(1 if share_B else steps))
+        self.B = nn.ModuleList(GroupConv3x3(channels, groups) for _ in range(1 if share_B else steps))
         self.norms = nn.ModuleList(
             nn.ModuleList([nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)]) for _ in range(steps)
         )

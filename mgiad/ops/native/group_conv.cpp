@@ -1,0 +1,392 @@
+// Grouped 3x3 convolution with 4 input = 4 output channels per group: stride 1, padding 1,
+// fp32, channels_last (NHWC) memory. Forward, input gradient and weight gradient.
+//
+// Built twice by mgiad/ops/native.py, once per instruction set (-mavx2 -mfma, and in addition
+// -mavx512f -mavx512bw -mavx512vl -mavx512dq), each into its own operator namespace MGIAD_NS;
+// the loader picks the one the CPU runs. Everything but the registration is internal to this
+// file, so two builds loaded into one process cannot resolve each other's symbols.
+//
+// "Rotate the outputs, not the inputs". A 128-bit lane of a SIMD vector is one group of 4
+// channels (4g..4g+3), so the same code serves 4, 8 and 16 float lanes. The group's output
+//     y[4g+j] = sum_ci W[4g+j, ci] x[4g+ci]                       (per tap, summed over 9 taps)
+// is written with ci = (j + r) mod 4 as a sum over the rotation r = 0..3. Accumulator z_r
+// takes the input vector as it is in memory, lane 4g+i holding x[4g+i], times a weight vector
+// pre-rotated per lane, wr_r[4g+i] = W[4g + ((i - r) mod 4), i]; its lane 4g+i then holds the
+// contribution of x[4g+i] to output j = (i - r) mod 4. At the end
+//     y[4g+j] = z_0[4g+j] + z_1[4g+(j+1)%4] + z_2[4g+(j+2)%4] + z_3[4g+(j+3)%4],
+// one in-lane permute per rotation, 36 FMAs per output vector and none shuffled inside.
+//
+// Input gradient: the same kernel on the output gradient with the per-group transposed,
+// spatially flipped weights. Weight gradient: the output gradient rotated (once per pixel and
+// pass) times the unshuffled input gives the per-lane products in exactly the layout of wr;
+// per-thread partial sums, reduced and un-rotated at the end.
+//
+// Threads: at::parallel_for over the N*H output rows (OpenMP, hence -fopenmp).
+
+#include <immintrin.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#ifndef MGIAD_NS
+#error "MGIAD_NS (the operator namespace of this build) must be defined"
+#endif
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "build with -mavx2 -mfma at least"
+#endif
+
+namespace {
+
+using i64 = int64_t;
+
+// Rotation within every group of 4 lanes: lane j takes lane (j + R) mod 4.
+template <int R>
+constexpr int rot_imm() {
+  return ((0 + R) & 3) | (((1 + R) & 3) << 2) | (((2 + R) & 3) << 4) | (((3 + R) & 3) << 6);
+}
+
+struct V128 {
+  using T = __m128;
+  static constexpr int L = 4;
+  static T load(const float* p) { return _mm_loadu_ps(p); }
+  static void store(float* p, T v) { _mm_storeu_ps(p, v); }
+  static T zero() { return _mm_setzero_ps(); }
+  static T add(T a, T b) { return _mm_add_ps(a, b); }
+  static T fma(T a, T b, T c) { return _mm_fmadd_ps(a, b, c); }
+  template <int R>
+  static T rot(T v) {
+    if constexpr ((R & 3) == 0) return v; else return _mm_permute_ps(v, rot_imm<R & 3>());
+  }
+};
+
+struct V256 {
+  using T = __m256;
+  static constexpr int L = 8;
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T zero() { return _mm256_setzero_ps(); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  template <int R>
+  static T rot(T v) {
+    if constexpr ((R & 3) == 0) return v; else return _mm256_permute_ps(v, rot_imm<R & 3>());
+  }
+};
+
+#ifdef __AVX512F__
+struct V512 {
+  using T = __m512;
+  static constexpr int L = 16;
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T zero() { return _mm512_setzero_ps(); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  template <int R>
+  static T rot(T v) {
+    if constexpr ((R & 3) == 0) return v; else return _mm512_permute_ps(v, rot_imm<R & 3>());
+  }
+};
+#endif
+
+// Register tiles, per vector width and build: P output pixels per forward block (4 accumulators
+// each), RB rotations per weight-gradient pass (3 taps x RB accumulators). AVX2 has 16 vector
+// registers, AVX-512 32 (also for 256- and 128-bit vectors).
+#ifdef __AVX512F__
+constexpr int kRegs = 32;
+#else
+constexpr int kRegs = 16;
+#endif
+#ifndef MGIAD_FWD_P
+#define MGIAD_FWD_P (kRegs == 32 ? 4 : 2)
+#endif
+#ifndef MGIAD_WGRAD_RB
+#define MGIAD_WGRAD_RB (kRegs == 32 ? 4 : 2)
+#endif
+constexpr int kP = MGIAD_FWD_P;
+constexpr int kRB = MGIAD_WGRAD_RB;
+static_assert(kRB == 1 || kRB == 2 || kRB == 4, "rotations per pass divide 4");
+
+// ---------------------------------------------------------------------------------------------
+// Forward (and input gradient): P pixels w0..w0+P-1 of one output row, channels c0..c0+L-1.
+// xr[kh]: input row h+kh-1 (nullptr outside the image); wr: rotated weights [9][4][C].
+// EDGE: a pixel of the block may touch column -1 or W (those taps read zeros).
+template <class V, int P, bool EDGE>
+inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0, i64 W, i64 C,
+                      i64 c0) {
+  using T = typename V::T;
+  T z[4][P];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) z[r][p] = V::zero();
+#pragma GCC unroll 3
+  for (int kh = 0; kh < 3; ++kh) {
+    const float* x = xr[kh];
+    if (x == nullptr) continue;
+#pragma GCC unroll 3
+    for (int kw = 0; kw < 3; ++kw) {
+      const float* wt = wr + (kh * 3 + kw) * 4 * C + c0;
+      T xv[P];
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        const i64 col = w0 + p + kw - 1;
+        xv[p] = (EDGE && (col < 0 || col >= W)) ? V::zero() : V::load(x + col * C + c0);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const T wv = V::load(wt + r * C);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) z[r][p] = V::fma(xv[p], wv, z[r][p]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    const T a = V::add(z[0][p], V::template rot<1>(z[1][p]));
+    const T b = V::add(V::template rot<2>(z[2][p]), V::template rot<3>(z[3][p]));
+    V::store(yr + (w0 + p) * C + c0, V::add(a, b));
+  }
+}
+
+template <class V>
+inline void fwd_chunk(const float* const* xr, const float* wr, float* yr, i64 W, i64 C, i64 c0) {
+  fwd_block<V, 1, true>(xr, wr, yr, 0, W, C, c0);
+  if (W == 1) return;
+  i64 w = 1;
+  for (; w + kP <= W - 1; w += kP) fwd_block<V, kP, false>(xr, wr, yr, w, W, C, c0);
+  for (; w < W - 1; ++w) fwd_block<V, 1, false>(xr, wr, yr, w, W, C, c0);
+  fwd_block<V, 1, true>(xr, wr, yr, W - 1, W, C, c0);
+}
+
+inline void fwd_row(const float* const* xr, const float* wr, float* yr, i64 W, i64 C) {
+  i64 c0 = 0;
+#ifdef __AVX512F__
+  for (; c0 + 16 <= C; c0 += 16) fwd_chunk<V512>(xr, wr, yr, W, C, c0);
+#endif
+  for (; c0 + 8 <= C; c0 += 8) fwd_chunk<V256>(xr, wr, yr, W, C, c0);
+  for (; c0 + 4 <= C; c0 += 4) fwd_chunk<V128>(xr, wr, yr, W, C, c0);
+}
+
+// Rows per task: enough work per thread start (a few hundred thousand FMAs).
+inline i64 grain(i64 W, i64 C) {
+  const i64 per_row = W * C * 36;
+  return std::max<i64>(1, (1 << 18) / std::max<i64>(1, per_row));
+}
+
+void check_input(const at::Tensor& x, const char* what) {
+  TORCH_CHECK(x.device().is_cpu(), "mgiad group_conv3x3: ", what, " must be a CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "mgiad group_conv3x3: ", what, " must be float32, got ",
+              x.scalar_type());
+  TORCH_CHECK(x.dim() == 4, "mgiad group_conv3x3: ", what, " must be [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(x.size(1) % 4 == 0, "mgiad group_conv3x3: ", what,
+              " channels must be a multiple of 4 (4 per group), got ", x.size(1));
+}
+
+void check_weight(const at::Tensor& w, i64 C) {
+  TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kFloat,
+              "mgiad group_conv3x3: weight must be a CPU float32 tensor");
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == 4 && w.size(2) == 3 && w.size(3) == 3,
+              "mgiad group_conv3x3: weight must be [C, 4, 3, 3] with C = ", C, ", got ", w.sizes());
+}
+
+// wr[t][r][4g+i] = W[4g + (i-r)%4, i, t]           (forward)
+//                = W[4g + i, (i-r)%4, 8-t]         (input gradient: transposed per group, flipped)
+std::vector<float> rotated(const at::Tensor& w_, bool adjoint) {
+  const at::Tensor w = w_.contiguous();
+  const float* W = w.data_ptr<float>();
+  const i64 C = w.size(0);
+  std::vector<float> wr(36 * C);
+  for (i64 g = 0; g < C / 4; ++g)
+    for (int i = 0; i < 4; ++i)
+      for (int r = 0; r < 4; ++r)
+        for (int t = 0; t < 9; ++t) {
+          const int j = (i - r) & 3;
+          const float v = adjoint ? W[((4 * g + i) * 4 + j) * 9 + (8 - t)]
+                                  : W[((4 * g + j) * 4 + i) * 9 + t];
+          wr[(t * 4 + r) * C + 4 * g + i] = v;
+        }
+  return wr;
+}
+
+at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr) {
+  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
+  const i64 N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  at::Tensor y = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y;
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* w = wr.data();
+  const i64 row = W * C;
+  at::parallel_for(0, N * H, grain(W, C), [&](i64 begin, i64 end) {
+    for (i64 nh = begin; nh < end; ++nh) {
+      const i64 n = nh / H, h = nh % H;
+      const float* img = xp + n * H * row;
+      const float* xr[3] = {h > 0 ? img + (h - 1) * row : nullptr, img + h * row,
+                            h + 1 < H ? img + (h + 1) * row : nullptr};
+      fwd_row(xr, w, yp + nh * row, W, C);
+    }
+  });
+  return y;
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& weight) {
+  check_input(x, "input");
+  check_weight(weight, x.size(1));
+  return conv(x, rotated(weight, false));
+}
+
+at::Tensor input_grad(const at::Tensor& grad, const at::Tensor& weight) {
+  check_input(grad, "grad_output");
+  check_weight(weight, grad.size(1));
+  return conv(grad, rotated(weight, true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient. acc: this thread's sums [9][4][C] in the layout of wr. One pass: output row
+// dy, input row x (= row h+kh-1), taps t = 3kh..3kh+2, rotations R0..R0+RB-1, channels c0..c0+L-1.
+template <class V, int RB, int R0, bool LEFT, bool RIGHT>
+inline void wgrad_pixel(typename V::T (&a)[3][RB], const float* dy, const float* x, i64 w, i64 C,
+                        i64 c0) {
+  using T = typename V::T;
+  const T d = V::load(dy + w * C + c0);
+  T dr[RB];
+  // lane 4g+i of the rotation r must hold dy[4g + (i-r)%4]: lane i takes lane (i + 4 - r) % 4
+#pragma GCC unroll 4
+  for (int rr = 0; rr < RB; ++rr) {
+    if (rr == 0) dr[rr] = V::template rot<(4 - R0) & 3>(d);
+    if constexpr (RB > 1) if (rr == 1) dr[rr] = V::template rot<(4 - R0 - 1) & 3>(d);
+    if constexpr (RB > 2) if (rr == 2) dr[rr] = V::template rot<(4 - R0 - 2) & 3>(d);
+    if constexpr (RB > 3) if (rr == 3) dr[rr] = V::template rot<(4 - R0 - 3) & 3>(d);
+  }
+#pragma GCC unroll 3
+  for (int kw = 0; kw < 3; ++kw) {
+    if ((LEFT && kw == 0) || (RIGHT && kw == 2)) continue;
+    const T xv = V::load(x + (w + kw - 1) * C + c0);
+#pragma GCC unroll 4
+    for (int rr = 0; rr < RB; ++rr) a[kw][rr] = V::fma(xv, dr[rr], a[kw][rr]);
+  }
+}
+
+template <class V, int RB, int R0>
+inline void wgrad_pass(float* acc, int kh, const float* dy, const float* x, i64 W, i64 C, i64 c0) {
+  using T = typename V::T;
+  T a[3][RB];
+#pragma GCC unroll 3
+  for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 4
+    for (int rr = 0; rr < RB; ++rr) a[kw][rr] = V::load(acc + ((kh * 3 + kw) * 4 + R0 + rr) * C + c0);
+  if (W == 1) {
+    wgrad_pixel<V, RB, R0, true, true>(a, dy, x, 0, C, c0);
+  } else {
+    wgrad_pixel<V, RB, R0, true, false>(a, dy, x, 0, C, c0);
+    for (i64 w = 1; w < W - 1; ++w) wgrad_pixel<V, RB, R0, false, false>(a, dy, x, w, C, c0);
+    wgrad_pixel<V, RB, R0, false, true>(a, dy, x, W - 1, C, c0);
+  }
+#pragma GCC unroll 3
+  for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 4
+    for (int rr = 0; rr < RB; ++rr) V::store(acc + ((kh * 3 + kw) * 4 + R0 + rr) * C + c0, a[kw][rr]);
+}
+
+template <class V>
+inline void wgrad_chunk(float* acc, const float* dy, const float* const* xr, i64 W, i64 C, i64 c0) {
+  for (int kh = 0; kh < 3; ++kh) {
+    if (xr[kh] == nullptr) continue;
+    if constexpr (kRB == 4) {
+      wgrad_pass<V, 4, 0>(acc, kh, dy, xr[kh], W, C, c0);
+    } else if constexpr (kRB == 2) {
+      wgrad_pass<V, 2, 0>(acc, kh, dy, xr[kh], W, C, c0);
+      wgrad_pass<V, 2, 2>(acc, kh, dy, xr[kh], W, C, c0);
+    } else {
+      wgrad_pass<V, 1, 0>(acc, kh, dy, xr[kh], W, C, c0);
+      wgrad_pass<V, 1, 1>(acc, kh, dy, xr[kh], W, C, c0);
+      wgrad_pass<V, 1, 2>(acc, kh, dy, xr[kh], W, C, c0);
+      wgrad_pass<V, 1, 3>(acc, kh, dy, xr[kh], W, C, c0);
+    }
+  }
+}
+
+at::Tensor weight_grad(const at::Tensor& grad_, const at::Tensor& x_) {
+  check_input(grad_, "grad_output");
+  check_input(x_, "input");
+  TORCH_CHECK(grad_.sizes() == x_.sizes(), "mgiad group_conv3x3: grad_output ", grad_.sizes(),
+              " and input ", x_.sizes(), " must have one shape (stride 1, padding 1)");
+  const at::Tensor dy = grad_.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
+  const i64 N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const i64 nthreads = std::max<i64>(1, at::get_num_threads());
+  std::vector<float> sums(nthreads * 36 * C, 0.0f);
+  const float* xp = x.data_ptr<float>();
+  const float* dp = dy.data_ptr<float>();
+  const i64 row = W * C;
+  if (x.numel() > 0) {
+    at::parallel_for(0, N * H, grain(W, C), [&](i64 begin, i64 end) {
+      const i64 tid = at::get_thread_num();
+      TORCH_CHECK(tid < nthreads, "mgiad group_conv3x3: thread ", tid, " of ", nthreads);
+      float* acc = sums.data() + tid * 36 * C;
+      for (i64 nh = begin; nh < end; ++nh) {
+        const i64 n = nh / H, h = nh % H;
+        const float* img = xp + n * H * row;
+        const float* xr[3] = {h > 0 ? img + (h - 1) * row : nullptr, img + h * row,
+                              h + 1 < H ? img + (h + 1) * row : nullptr};
+        const float* d = dp + nh * row;
+        i64 c0 = 0;
+#ifdef __AVX512F__
+        for (; c0 + 16 <= C; c0 += 16) wgrad_chunk<V512>(acc, d, xr, W, C, c0);
+#endif
+        for (; c0 + 8 <= C; c0 += 8) wgrad_chunk<V256>(acc, d, xr, W, C, c0);
+        for (; c0 + 4 <= C; c0 += 4) wgrad_chunk<V128>(acc, d, xr, W, C, c0);
+      }
+    });
+  }
+  at::Tensor gw = at::empty({C, 4, 3, 3}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  float* out = gw.data_ptr<float>();
+  for (i64 g = 0; g < C / 4; ++g)
+    for (int i = 0; i < 4; ++i)
+      for (int r = 0; r < 4; ++r)
+        for (int t = 0; t < 9; ++t) {
+          float s = 0.0f;
+          for (i64 k = 0; k < nthreads; ++k) s += sums[(k * 36 + t * 4 + r) * C + 4 * g + i];
+          out[((4 * g + ((i - r) & 3)) * 4 + i) * 9 + t] = s;
+        }
+  return gw;
+}
+
+// How many threads at::parallel_for gives n one-item tasks: 1 when the build lacks OpenMP.
+int64_t parallel_threads(int64_t n) {
+  std::vector<char> seen(std::max<i64>(1, at::get_num_threads()), 0);
+  at::parallel_for(0, n, 1, [&](i64, i64) {
+    const i64 t = at::get_thread_num();
+    if (t < static_cast<i64>(seen.size())) seen[t] = 1;
+  });
+  int64_t used = 0;
+  for (char c : seen) used += c;
+  return used;
+}
+
+std::string isa() {
+#ifdef __AVX512F__
+  return "avx512";
+#else
+  return "avx2";
+#endif
+}
+
+}  // namespace
+
+#define MGIAD_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
+MGIAD_LIBRARY(MGIAD_NS, m) {
+  m.def("forward(Tensor x, Tensor weight) -> Tensor", &forward);
+  m.def("input_grad(Tensor grad, Tensor weight) -> Tensor", &input_grad);
+  m.def("weight_grad(Tensor grad, Tensor x) -> Tensor", &weight_grad);
+  m.def("isa() -> str", &isa);
+  m.def("parallel_threads(int n) -> int", &parallel_threads);
+}
