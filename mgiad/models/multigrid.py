@@ -17,6 +17,8 @@ from mgiad.nn.checks import check_divides, check_input, check_int, check_widths,
 from mgiad.nn.layers import Head, ResolutionTransfer, Smoother, Stem
 from mgiad.nn.sic import SiC
 
+from .classifier import ClassifierMixin
+
 #: The parts that can recompute their activations in backward (``memory_efficient``).
 _RECOMPUTABLE = (Smoother, SiC, ResolutionTransfer)
 
@@ -35,11 +37,12 @@ def _widths(levels: int, widths: Sequence[int] | None) -> tuple[int, ...]:
     return LEVEL_WIDTHS[levels]
 
 
-class MultigridNet(nn.Module):
+class MultigridNet(ClassifierMixin, nn.Module):
     """The resolution V-cycle shared by MgNet and MGiaD.
 
     Subclasses fill ``levels`` (one smoother per resolution level ℓ, each exposing the
-    data-to-feature map ``A`` of its finest grid) and ``transfers`` (ℓ → ℓ+1).
+    data-to-feature map ``A`` of its finest grid) and ``transfers`` (ℓ → ℓ+1). The classifier
+    (pooling, ``drop_rate``, linear; ``num_classes=0``: none) is :class:`ClassifierMixin`'s.
     """
 
     levels: nn.ModuleList
@@ -48,10 +51,12 @@ class MultigridNet(nn.Module):
     def __init__(self, in_chans: int, num_classes: int, widths: tuple[int, ...]) -> None:
         super().__init__()
         self.in_chans = check_int("in_chans", in_chans)
-        self.num_classes = check_int("num_classes", num_classes)
+        self.num_classes = check_int("num_classes", num_classes, minimum=0)
         self.widths = widths
         self.stem = Stem(in_chans, widths[0])
-        self.head = Head(widths[-1], num_classes)
+        self.head = Head(widths[-1], max(num_classes, 1))
+        if num_classes == 0:
+            self.reset_classifier(0)
 
     @property
     def memory_efficient(self) -> bool:
@@ -70,7 +75,8 @@ class MultigridNet(nn.Module):
             if isinstance(m, _RECOMPUTABLE):
                 m.memory_efficient = value
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features u_L of the last level; ``forward`` = ``forward_head(forward_features(x))``."""
         check_input(x, self.in_chans)
         f = self.stem(x)  # data f₁
         u, Au = None, None  # Alg. 1/3 l.1: u₁ = 0 (None: A u₁ = 0 needs no convolution)
@@ -78,7 +84,7 @@ class MultigridNet(nn.Module):
             if l > 0:  # Alg. 3 l.4–5: u_{ℓ+1} = Π u_ℓ, f_{ℓ+1} = R(f_ℓ − A_ℓ u_ℓ) + A_{ℓ+1} u_{ℓ+1}
                 f, u, Au = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
             u = smoother(f, u, Au)  # Alg. 1 l.3–4 / Alg. 3 l.3: smoothing (SiC in MGiaD)
-        return self.head(u)
+        return u
 
 
 class MgNet(MultigridNet):

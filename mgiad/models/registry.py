@@ -84,7 +84,57 @@ def _check_name(name: str) -> None:
         )
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name``; keyword arguments override its defaults."""
+#: timm's arguments of ``create_model`` that the networks cannot honour
+_UNSUPPORTED = {
+    "features_only": "feature pyramids (features_only=True) are not implemented; use "
+                     "model.forward_features(x) for the last feature map",
+    "drop_path_rate": "stochastic depth (drop_path_rate) does not apply to the multigrid smoothers",
+    "drop_block_rate": "DropBlock (drop_block_rate) is not implemented",
+}
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    global_pool: str | None = None,
+    pretrained_cfg: Any = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments override its defaults.
+
+    The timm arguments work as in ``timm.create_model``: ``pretrained`` loads the published
+    weights (hash checked; a new classifier when ``num_classes`` differs), ``drop_rate`` is
+    dropout before the classifier, ``global_pool`` must be ``'avg'``, ``pretrained_cfg_overlay``
+    updates ``model.pretrained_cfg``. An argument the networks cannot honour is an error.
+    """
     _check_name(name)
-    return _MODELS[name](**kwargs)
+    for key, why in _UNSUPPORTED.items():
+        if kwargs.get(key):
+            raise ValueError(f"{name}: {why}")
+        kwargs.pop(key, None)
+    kwargs.pop("cache_dir", None)  # timm passes it; the weights ship with the package
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    if not isinstance(drop_rate, (int, float)) or isinstance(drop_rate, bool) or not 0 <= drop_rate < 1:
+        raise ValueError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
+    from .classifier import check_global_pool
+
+    check_global_pool(global_pool)
+    model = _MODELS[name](**kwargs)
+    model.drop_rate = float(drop_rate)
+    cfg = dict(model.pretrained_cfg) if hasattr(model, "pretrained_cfg") else {}
+    if pretrained:
+        from .pretrained import load_pretrained
+
+        cfg.update(load_pretrained(model, name, num_classes=kwargs.get("num_classes"),
+                                   in_chans=kwargs.get("in_chans")))
+    if isinstance(pretrained_cfg, dict):
+        cfg.update(pretrained_cfg)
+    cfg.update(pretrained_cfg_overlay or {})
+    if cfg:
+        model.pretrained_cfg = cfg
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    return model

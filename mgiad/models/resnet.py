@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from mgiad.nn.checks import check_blocks, check_input, check_int, check_widths
 from mgiad.nn.layers import Head, Stem, conv3
 
+from .classifier import ClassifierMixin
+
 
 class BasicBlock(nn.Module):
     """ResNet basic block: σ(BN(conv(σ(BN(conv x)))) + shortcut(x)).
@@ -43,22 +45,26 @@ class BasicBlock(nn.Module):
         return F.relu(out + x)
 
 
-class StagedNet(nn.Module):
-    """stem → stages → head, the skeleton of ResNet and MGIC; subclasses fill ``stages``."""
+class StagedNet(ClassifierMixin, nn.Module):
+    """stem → stages → head, the skeleton of ResNet and MGIC; subclasses fill ``stages``.
+
+    ``num_classes=0`` builds no classifier: the forward pass returns the pooled features."""
 
     def __init__(self, in_chans: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int] | int) -> None:
         super().__init__()
         self.in_chans = check_int("in_chans", in_chans)
-        self.num_classes = check_int("num_classes", num_classes)
+        self.num_classes = check_int("num_classes", num_classes, minimum=0)
         self.widths = check_widths(widths)
         self.blocks = check_blocks(blocks, self.widths)
         self.stem = Stem(in_chans, self.widths[0])
         self.stages = nn.Sequential()
-        self.head = Head(self.widths[-1], num_classes)
+        self.head = Head(self.widths[-1], max(num_classes, 1))
+        if num_classes == 0:
+            self.reset_classifier(0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans)
-        return self.head(self.stages(self.stem(x)))
+        return self.stages(self.stem(x))
 
 
 class ResNet(StagedNet):

@@ -1,0 +1,59 @@
+"""Pretrained weights shipped with the package: ``create_model(name, pretrained=True)``.
+
+Each entry names a file under ``mgiad/models/weights/`` (a plain safetensors state dict), its
+SHA-256, the data set, and the ``mgiad train`` command and records that produced it. A file
+whose hash does not match is refused. No weights are published in this release yet: training
+them takes CPU hours (issue 12), and a name without weights is an error that says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Weights:
+    file: str  # under WEIGHTS_DIR
+    sha256: str
+    dataset: str
+    num_classes: int
+    in_chans: int
+    test_acc: float  # %, measured by `mgiad eval`
+    command: str  # the `mgiad train` command that made it
+
+
+#: model name -> its published weights (none yet)
+PUBLISHED: dict[str, Weights] = {}
+
+
+def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_chans: int | None) -> dict[str, Any]:
+    """Load ``name``'s published weights into ``model`` (hash checked); returns its cfg."""
+    if name not in PUBLISHED:
+        available = ", ".join(sorted(PUBLISHED)) or "none in this release"
+        raise ValueError(f"no pretrained weights for {name!r} (available: {available}); train "
+                         f"them with `mgiad train --model {name}` and load the checkpoint instead")
+    w = PUBLISHED[name]
+    if in_chans not in (None, w.in_chans):
+        raise ValueError(f"the pretrained {name} takes {w.in_chans} input channels, not {in_chans}")
+    path = WEIGHTS_DIR / w.file
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != w.sha256:
+        raise ValueError(f"{path}: SHA-256 {digest} does not match the published {w.sha256}; "
+                         "the file is damaged or not the published one")
+    import safetensors.torch
+
+    state = safetensors.torch.load(data)
+    if num_classes not in (None, w.num_classes):  # a new classifier, as timm does
+        state = {k: v for k, v in state.items() if not k.startswith("head.2.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("head.2.")]:
+        raise ValueError(f"{path} does not fit {name}: missing {missing}, unexpected {unexpected}")
+    return {"dataset": w.dataset, "test_acc": w.test_acc, "file": str(path), "sha256": w.sha256}
