@@ -310,3 +310,29 @@ def test_status_names_the_active_build() -> None:
         assert s["isa"] in ISAS and len(s["kernels"]) == 3
     else:
         assert s["isa"] is None and s["reason"]
+
+
+# --------------------------------------------------------------------------- `mgiad native`
+
+
+def _native_command(argv: list[str]) -> int:
+    import argparse
+
+    from mgiad.cli import native as command
+
+    parser = argparse.ArgumentParser(prog="mgiad")
+    command.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["native", *argv])
+    return args.func(args, [])
+
+
+def test_native_command_reports_the_active_kernels(capsys) -> None:
+    rc = _native_command(["--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["active"] == (native.kernels() is not None) and rc == (0 if out["active"] else 1)
+    assert out["cpu_isas"] == ISAS and out["builds"] == {}
+    rc = _native_command(["--all"])
+    text = capsys.readouterr().out
+    for isa in ISAS:
+        assert f"  {isa}: built" in text
+    assert ("active: " + str(native.status()["isa"])) in text if rc == 0 else "inactive" in text

@@ -154,7 +154,7 @@ def load(isa: str, *, verbose: bool = False) -> Any:
         return ops
 
 
-def _requested() -> tuple[str | None, str]:
+def requested() -> tuple[str | None, str]:
     """(build to use or None, reason) from ``MGIAD_NATIVE`` and the CPU; no building."""
     value = os.environ.get(ENV, "").strip().lower()
     runnable = cpu_isas()
@@ -183,7 +183,7 @@ def kernels() -> Any:
     with _lock:
         if _state.decided:
             return _state.ops
-        isa, reason = _requested()
+        isa, reason = requested()
         ops = None
         if isa is not None:
             try:

@@ -1,0 +1,55 @@
+"""``mgiad native``: build the native convolution kernels ahead of time and say which are active.
+
+The kernels (mgiad/ops/native) are otherwise compiled on first use, which pauses the first
+training step for some seconds; ``mgiad native`` does it beforehand (for example in a job's
+setup, or once per node before a sweep), for every instruction set this CPU runs with
+``--all``. Exit status 1 when no native kernel is active (the built-in convolution runs then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+# mgiad.ops.native loads torch: imported in the command, so that `mgiad --help` does not.
+
+
+def cmd_native(args: argparse.Namespace, extra: list[str]) -> int:
+    from mgiad.ops import native
+
+    builds: dict[str, str] = {}
+    wanted = native.cpu_isas() if args.all else [native.requested()[0]] if args.verbose else []
+    for isa in wanted:
+        if isa is not None:
+            try:
+                native.load(isa, verbose=args.verbose)
+                builds[isa] = "built"
+            except native.NativeUnavailable as e:
+                builds[isa] = str(e)
+    status = native.status()
+    if args.json:
+        print(json.dumps({**status, "builds": builds}, indent=2))
+        return 0 if status["active"] else 1
+    print(f"CPU capability (torch): {status['cpu_capability']}; builds it runs: "
+          f"{', '.join(status['cpu_isas']) or 'none (needs AVX2)'}")
+    for isa, result in builds.items():
+        print(f"  {isa}: {result}")
+    if status["active"]:
+        print(f"active: {status['isa']} build ({status['reason']})")
+        for k in status["kernels"]:
+            print(f"  {k}")
+        print("other convolutions, other dtypes, NCHW inputs and autocast run the built-in kernels")
+        return 0
+    print(f"inactive: {status['reason']}; the built-in convolution runs")
+    return 1
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("native", help="build the native convolution kernels, show which are active",
+                       description=__doc__.split("\n\n")[0] + ". MGIAD_NATIVE=0 turns them off, "
+                       "MGIAD_NATIVE=avx2 or avx512 chooses a build.")
+    p.add_argument("--all", action="store_true", help="build every instruction set this CPU runs")
+    p.add_argument("--json", action="store_true", help="the status as JSON")
+    p.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    p.set_defaults(func=cmd_native)
