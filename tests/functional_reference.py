@@ -20,9 +20,11 @@ bias-free convolution with g groups, padding 1 for 3×3, stride 2 for Π, R):
                 u ← σ(BN(Π u)), f ← σ(BN(R r)) + A_{ℓ+1} u   transfer_norm=True
     SiC (Alg. 2, in-channel level κ with c channels, groups c/g_s, dense at the coarsest K):
                 η_pre smoothing steps with Â_κ, B̂_κ
-                u_c = σ(BN(Π̂ u)),  f_c = σ(BN(R̂(f − Â_κ u))) + Â_{κ+1} u_c
-                u_c = SiC_{κ+1}(f_c, u_c);  u ← u + P̂ u_c
+                u_c⁰ = σ(BN(Π̂ u)),  f_c = σ(BN(R̂(f − Â_κ u))) + Â_{κ+1} u_c⁰
+                û_c = SiC_{κ+1}(f_c, u_c⁰);  u ← u + P̂ û_c
                 η_post smoothing steps
+                options: channel_norm="prolongation": u_c⁰ = Π̂ u, f_c = R̂(f − Â_κ u) + Â u_c⁰,
+                u ← u + BN(P̂ ·); coarse_correction="fas": P̂(û_c − u_c⁰) instead of P̂ û_c
                 Π̂, R̂: 1×1, c → c/2, two channels per group; P̂: 1×1, c/2 → c, one to two
     head        logits = W_head · mean_{h,w}(u_L) + b
 
@@ -35,7 +37,7 @@ Parameter names (reference ← model ``state_dict``):
     L{l}.s{i}.bn1.*, L{l}.s{i}.bn2.*     ← levels.{l}.norms.{i}.0.*, levels.{l}.norms.{i}.1.*
     L{l}.k{k}.A, .B, .s{i}.bn1/bn2.*     ← levels.{l}.<coarse.>^k smoother.A/B.0/norms.{i}.0/1  (MGiaD)
     L{l}.k{k}.Pi, .R, .P                 ← levels.{l}.<coarse.>^k Pi_hat/R_hat/P_hat.weight
-    L{l}.k{k}.bnPi.*, .bnR.*             ← levels.{l}.<coarse.>^k bn_Pi.*, bn_R.*
+    L{l}.k{k}.bnPi.*, .bnR.* (or .bnP.*) ← levels.{l}.<coarse.>^k bn_Pi.*, bn_R.* (bn_P.*)
     T{l}.Pi, T{l}.R, T{l}.bnPi.*, .bnR.* ← transfers.{l}.Pi.weight, R.weight, bn_Pi.*, bn_R.*
     head.W, head.b                       ← head.2.weight, head.2.bias
 
@@ -65,6 +67,8 @@ class Arch:
     eta_pre: int = 1
     eta_post: int = 1
     transfer_norm: bool = False
+    coarse_correction: str = "literal"  # or "fas"
+    channel_norm: str = "restriction"  # or "prolongation"
 
     def hierarchy(self, c: int) -> list[int]:
         levels = [c]
@@ -124,14 +128,23 @@ def sic(p: dict, arch: Arch, prefix: str, hierarchy: list[int], f: torch.Tensor,
         level, k = prefix.rsplit(".k", 1)
         coarse = f"{level}.k{int(k) + 1}"
         half, coarse_groups = c // 2, (1 if len(hierarchy) == 2 else c // 2 // arch.g_s)
-        u_c = relu(bn(p, f"{prefix}.bnPi", F.conv2d(u, p[f"{prefix}.Pi"], groups=half)))  # l.4
         r = f - conv3(u, p[f"{prefix}.A"], groups)
-        f_c = relu(bn(p, f"{prefix}.bnR", F.conv2d(r, p[f"{prefix}.R"], groups=half))) \
-            + conv3(u_c, p[f"{coarse}.A"], coarse_groups)  # l.5
-        count_batch(p, f"{prefix}.bnPi")
-        count_batch(p, f"{prefix}.bnR")
-        u_c = sic(p, arch, coarse, hierarchy[1:], f_c, u_c)  # l.6
-        u = u + F.conv2d(u_c, p[f"{prefix}.P"], groups=half)  # l.7
+        Pi_u = F.conv2d(u, p[f"{prefix}.Pi"], groups=half)
+        R_r = F.conv2d(r, p[f"{prefix}.R"], groups=half)
+        if arch.channel_norm == "restriction":
+            u_c0 = relu(bn(p, f"{prefix}.bnPi", Pi_u))  # l.4
+            f_c = relu(bn(p, f"{prefix}.bnR", R_r)) + conv3(u_c0, p[f"{coarse}.A"], coarse_groups)  # l.5
+            count_batch(p, f"{prefix}.bnPi")
+            count_batch(p, f"{prefix}.bnR")
+        else:
+            u_c0 = Pi_u
+            f_c = R_r + conv3(u_c0, p[f"{coarse}.A"], coarse_groups)
+        u_c = sic(p, arch, coarse, hierarchy[1:], f_c, u_c0)  # l.6
+        e = F.conv2d(u_c - u_c0 if arch.coarse_correction == "fas" else u_c, p[f"{prefix}.P"], groups=half)
+        if arch.channel_norm == "prolongation":
+            e = bn(p, f"{prefix}.bnP", e)
+            count_batch(p, f"{prefix}.bnP")
+        u = u + e  # l.7
     return smooth(p, prefix, f, u, range(arch.eta_pre, n), groups, B)  # l.8–9
 
 
@@ -205,8 +218,11 @@ def name_map(arch: Arch) -> dict[str, str]:
                 if k + 1 < len(hierarchy):
                     for op, key in (("Pi", "Pi_hat"), ("R", "R_hat"), ("P", "P_hat")):
                         m[f"{ref}.{op}"] = f"{path}.{key}.weight"
-                    bn_map(f"{ref}.bnPi", f"{path}.bn_Pi")
-                    bn_map(f"{ref}.bnR", f"{path}.bn_R")
+                    if arch.channel_norm == "restriction":
+                        bn_map(f"{ref}.bnPi", f"{path}.bn_Pi")
+                        bn_map(f"{ref}.bnR", f"{path}.bn_R")
+                    else:
+                        bn_map(f"{ref}.bnP", f"{path}.bn_P")
                 path += ".coarse"
         if l > 0:
             t, model = f"T{l - 1}", f"transfers.{l - 1}"

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from mgiad.nn.checks import check_divides, check_input, check_int, check_widths, scaled_widths
+from mgiad.nn.checks import (
+    check_choice,
+    check_divides,
+    check_input,
+    check_int,
+    check_widths,
+    scaled_widths,
+)
 from mgiad.nn.layers import Head, ResolutionTransfer, Smoother, Stem
 from mgiad.nn.sic import SiC
 
@@ -75,6 +82,17 @@ class MultigridNet(ClassifierMixin, nn.Module):
             if isinstance(m, _RECOMPUTABLE):
                 m.memory_efficient = value
 
+    INITS = ("torch", "kaiming_fan_out")
+
+    def init_weights(self, init: str) -> None:
+        """``"torch"``: PyTorch's default initialisation (as the authors' MgNet code);
+        ``"kaiming_fan_out"``: Kaiming normal, fan_out, for every convolution, as MGIC."""
+        self.init = check_choice("init", init, self.INITS)
+        if init == "kaiming_fan_out":
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The features u_L of the last level; ``forward`` = ``forward_head(forward_features(x))``."""
         check_input(x, self.in_chans)
@@ -101,6 +119,7 @@ class MgNet(MultigridNet):
         g_s: channels per group of A and B (Table VI); None = fully coupled.
         widths: explicit channels per level (overrides ``levels``).
         memory_efficient: recompute smoothing steps in backward (less memory, more time).
+        init: ``"torch"`` (PyTorch's defaults) or ``"kaiming_fan_out"``.
     """
 
     def __init__(
@@ -114,6 +133,7 @@ class MgNet(MultigridNet):
         g_s: int | None = None,
         widths: Sequence[int] | None = None,
         memory_efficient: bool = False,
+        init: str = "torch",
     ) -> None:
         widths = _widths(levels, widths)
         super().__init__(in_chans, num_classes, widths)
@@ -133,6 +153,7 @@ class MgNet(MultigridNet):
             ResolutionTransfer(c, c_next, norm=False) for c, c_next in zip(widths, widths[1:])
         )
         self.memory_efficient = memory_efficient
+        self.init_weights(init)
 
 
 class MGiaD(MultigridNet):
@@ -152,6 +173,9 @@ class MGiaD(MultigridNet):
             FashionMNIST variant whose weight counts the paper's Tables III–IV match.
         widths: explicit channels per level before scaling (overrides ``levels``).
         memory_efficient: recompute smoothing steps in backward (less memory, more time).
+        coarse_correction: ``"literal"`` (u + P̂ û_c, Alg. 2) or ``"fas"`` (u + P̂(û_c − u_c⁰)).
+        channel_norm: BN after Π̂ and R̂ (``"restriction"``) or after P̂ (``"prolongation"``).
+        init: ``"torch"`` (PyTorch's defaults) or ``"kaiming_fan_out"`` (as MGIC).
     """
 
     def __init__(
@@ -168,6 +192,9 @@ class MGiaD(MultigridNet):
         transfer_norm: bool = True,
         widths: Sequence[int] | None = None,
         memory_efficient: bool = False,
+        coarse_correction: str = "literal",
+        channel_norm: str = "restriction",
+        init: str = "torch",
     ) -> None:
         widths = scaled_widths(_widths(levels, widths), lam)
         super().__init__(in_chans, num_classes, widths)
@@ -180,12 +207,14 @@ class MGiaD(MultigridNet):
                 "without a smoothing step the features never change"
             )
         self.levels = nn.ModuleList(
-            SiC(c, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post) for c in widths
+            SiC(c, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post,
+                coarse_correction=coarse_correction, channel_norm=channel_norm) for c in widths
         )
         self.transfers = nn.ModuleList(
             ResolutionTransfer(c, c_next, norm=transfer_norm) for c, c_next in zip(widths, widths[1:])
         )
         self.memory_efficient = memory_efficient
+        self.init_weights(init)
 
     def channel_hierarchies(self) -> list[list[int]]:
         """The in-channel levels [c_{ℓ,1}, …, c_{ℓ,K}] of every resolution level ℓ."""

@@ -42,10 +42,14 @@ def scaled_widths(widths: tuple[int, ...], lam: float) -> tuple[int, ...]:
 
 def check_widths(widths: Any) -> tuple[int, ...]:
     """A non-empty sequence of positive channel counts, one per resolution level."""
+    wrong = (f"widths must be a list of positive integers, one per resolution level, e.g. "
+             f"[64,128,256,512]; got {widths!r}")
+    if isinstance(widths, (str, bytes)):  # tuple("abc") would be three "widths"
+        raise ValueError(wrong)
     try:
         widths = tuple(widths)
     except TypeError:
-        raise ValueError(f"widths must be a sequence of positive integers, got {widths!r}") from None
+        raise ValueError(wrong) from None
     if not widths:
         raise ValueError("widths must hold at least one resolution level, got ()")
     for i, w in enumerate(widths):
@@ -84,3 +88,10 @@ def check_input(x: torch.Tensor, in_chans: int) -> None:
             f"input has {x.shape[1]} channels but the model was built with in_chans={in_chans}; "
             f"rebuild it with in_chans={x.shape[1]} or feed {in_chans}-channel images"
         )
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` listing them."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+    return value  # type: ignore[return-value]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mgiad.ops.pairconv import PairInterpolation, PairRestriction
 
-from .checks import check_divides, check_int
+from .checks import check_choice, check_divides, check_int
 from .layers import Smoother
 from .recompute import recompute_in_backward
 
@@ -52,15 +52,28 @@ class SiC(nn.Module):
         c_K: minimum channels of the coarsest (fully coupled) level.
         g_s: channels per group of Â, B̂ below the coarsest level.
         eta_pre, eta_post: pre- and post-smoothing steps on every level.
+        coarse_correction: ``"literal"``: u + P̂ û_c, Algorithm 2 l.7 as printed (default);
+            ``"fas"``: u + P̂(û_c − u_c⁰), the FAS difference with the coarse initial iterate
+            u_c⁰, as MGIC corrects (docs/paper-notes.md §5).
+        channel_norm: where the channel transfers normalise (the weight counts cannot tell,
+            both hold 2·c_κ BN weights): ``"restriction"``: u_c = σ(BN(Π̂ u)),
+            f_c = σ(BN(R̂ r)) + Â u_c (default); ``"prolongation"``: u_c = Π̂ u,
+            f_c = R̂ r + Â u_c and the correction is BN(P̂ ·), as MGIC normalises.
     """
+
+    COARSE_CORRECTIONS = ("literal", "fas")
+    CHANNEL_NORMS = ("restriction", "prolongation")
 
     #: recompute the restriction in backward (set for a whole model by ``memory_efficient``)
     memory_efficient: bool = False
 
-    def __init__(self, channels: int, *, c_K: int, g_s: int, eta_pre: int = 1, eta_post: int = 1) -> None:
+    def __init__(self, channels: int, *, c_K: int, g_s: int, eta_pre: int = 1, eta_post: int = 1,
+                 coarse_correction: str = "literal", channel_norm: str = "restriction") -> None:
         super().__init__()
         hierarchy = channel_hierarchy(channels, c_K)
         self.eta_pre, self.eta_post = eta_pre, eta_post
+        self.coarse_correction = check_choice("coarse_correction", coarse_correction, self.COARSE_CORRECTIONS)
+        self.channel_norm = check_choice("channel_norm", channel_norm, self.CHANNEL_NORMS)
         coarsest = len(hierarchy) == 1
         if not coarsest:
             check_divides("g_s", g_s, channels, f"in-channel level with {channels} channels")
@@ -70,11 +83,15 @@ class SiC(nn.Module):
         if not coarsest:
             half = channels // 2
             self.Pi_hat = PairRestriction(channels)
-            self.bn_Pi = nn.BatchNorm2d(half)
             self.R_hat = PairRestriction(channels)
-            self.bn_R = nn.BatchNorm2d(half)
-            self.coarse = SiC(half, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post)
+            if self.channel_norm == "restriction":
+                self.bn_Pi = nn.BatchNorm2d(half)
+                self.bn_R = nn.BatchNorm2d(half)
+            self.coarse = SiC(half, c_K=c_K, g_s=g_s, eta_pre=eta_pre, eta_post=eta_post,
+                              coarse_correction=coarse_correction, channel_norm=channel_norm)
             self.P_hat = PairInterpolation(channels)
+            if self.channel_norm == "prolongation":
+                self.bn_P = nn.BatchNorm2d(channels)
 
     @property
     def A(self) -> nn.Module:
@@ -91,10 +108,20 @@ class SiC(nn.Module):
 
     def _restrict(self, f: torch.Tensor, u: torch.Tensor, Au: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         r = self.smoother.residual(f, u, Au)  # f − Â_κ u
+        if self.channel_norm == "prolongation":  # normalised in the correction instead
+            u_c = self.Pi_hat(u)
+            Au_c = self.coarse.A(u_c)
+            return u_c, self.R_hat(r) + Au_c, Au_c
         u_c = F.relu(self.bn_Pi(self.Pi_hat(u)), inplace=True)  # Alg. 2 l.4: u_{κ+1} = Π̂ u
         Au_c = self.coarse.A(u_c)
         f_c = F.relu(self.bn_R(self.R_hat(r)), inplace=True) + Au_c  # Alg. 2 l.5
         return u_c, f_c, Au_c
+
+    def correction(self, u_c: torch.Tensor, u_c0: torch.Tensor) -> torch.Tensor:
+        """P̂ û_c (Alg. 2 l.7), or P̂(û_c − u_c⁰) with ``coarse_correction="fas"``; BN(·) of it
+        with ``channel_norm="prolongation"``."""
+        e = self.P_hat(u_c - u_c0 if self.coarse_correction == "fas" else u_c)
+        return self.bn_P(e) if self.channel_norm == "prolongation" else e
 
     def forward(self, f: torch.Tensor, u: torch.Tensor | None, Au: torch.Tensor | None = None) -> torch.Tensor:
         """Algorithm 2. ``u=None`` is u = 0; ``Au`` is Â u when the caller computed it already
@@ -104,9 +131,9 @@ class SiC(nn.Module):
         if self.coarse is not None:  # Alg. 2 l.3: κ ≠ K
             if u is None:  # η_pre = 0 on the first grid: Π̂ needs the zeros themselves
                 u = torch.zeros_like(f)
-            u_c, f_c, Au_c = self.restrict(f, u, Au)  # Alg. 2 l.4–5
-            u_c = self.coarse(f_c, u_c, Au_c)  # Alg. 2 l.6
-            u, Au = u + self.P_hat(u_c), None  # Alg. 2 l.7
+            u_c0, f_c, Au_c = self.restrict(f, u, Au)  # Alg. 2 l.4–5
+            u_c = self.coarse(f_c, u_c0, Au_c)  # Alg. 2 l.6
+            u, Au = u + self.correction(u_c, u_c0), None  # Alg. 2 l.7
         for i in range(self.eta_pre, self.eta_pre + self.eta_post):  # Alg. 2 l.8
             u, Au = self.smoother.step(f, u, i, Au), None  # Alg. 2 l.9: post-smoothing
         return u
