@@ -356,3 +356,4 @@ def test_ctrl_c_messages_say_what_is_checkpointed(tmp_path, monkeypatch, capsys)
     assert summary["status"] == "completed" and summary["epochs_done"] == 3
     assert RunConfig.from_file(run_dir / "config.json").epochs == 3
     assert torch.isfinite(next(iter(load_checkpoint(run_dir).model_state.values()))).all()
+

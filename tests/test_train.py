@@ -343,3 +343,12 @@ def test_real_fashionmnist_learns(tmp_path) -> None:
                     out_dir=str(tmp_path), run_name="real", tensorboard=False)
     summary = train(cfg)
     assert summary["final_test_acc"] > 0.4, summary  # chance is 0.1
+
+
+def test_on_epoch_end_receives_each_epochs_metrics(tmp_path) -> None:
+    data = write_fake_fmnist(tmp_path / "data")
+    rows = []
+    train(tiny_config(data, tmp_path / "out", epochs=2), on_epoch_end=rows.append)
+    logged = [json.loads(r) for r in (tmp_path / "out" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == logged and [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["test_acc"] is not None and rows[0]["train_loss"] > 0

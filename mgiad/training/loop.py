@@ -84,6 +84,7 @@ RESUME_MUTABLE = frozenset(
 _CUDA_CHECK_EVERY = 25  # steps between NaN checks on CUDA (each check is a host sync)
 
 StepHook = Callable[[int, int, nn.Module], None]
+EpochHook = Callable[[dict[str, Any]], None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,6 +121,7 @@ def train(
     resume: str | os.PathLike[str] | None = None,
     data: Any = None,
     on_step: StepHook | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> dict[str, Any]:
     """Train a model as ``cfg`` says and return the run summary (also in ``summary.json``).
 
@@ -131,6 +133,10 @@ def train(
             (its ``name`` then picks the augmentation when ``cfg.augment == "paper"``).
         on_step: ``on_step(epoch, step, model)`` after every optimizer step (0-based epoch
             and step; tests use it to inject faults).
+        on_epoch_end: ``on_epoch_end(row)`` with the epoch's metrics (the ``metrics.jsonl``
+            row: epoch, train loss/accuracy, test accuracy, lr, img/s, times) after the
+            checkpoint and the log row are written, in the main process; for experiment
+            trackers (Weights & Biases, MLflow, ...).
 
     Raises:
         ValueError: bad configuration, data or run directory (user errors).
@@ -157,7 +163,7 @@ def train(
     try:
         with _sigterm_as_interrupt():
             summary = _Run(cfg, device, dist_, Path(resume) if resume is not None else None, data,
-                           on_step).run()
+                           on_step, on_epoch_end).run()
         finished = True
         return summary
     finally:
@@ -230,9 +236,9 @@ class _Run:
     """One training run of :func:`train`, in named steps (module docstring)."""
 
     def __init__(self, cfg: RunConfig, device: torch.device, dist_: Dist, resume: Path | None,
-                 data: Any, on_step: StepHook | None) -> None:
+                 data: Any, on_step: StepHook | None, on_epoch_end: EpochHook | None = None) -> None:
         self.cfg, self.device, self.dist, self.resume_dir = cfg, device, dist_, resume
-        self.data, self.on_step = data, on_step
+        self.data, self.on_step, self.on_epoch_end = data, on_step, on_epoch_end
         self.writer: Any = None
         self.progress: Progress | None = None
         self.lock: RunLock | None = None
@@ -659,6 +665,8 @@ class _Run:
         self.checkpointed = epoch + 1
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(dict(row))
         if self.writer is not None:
             for key in ("train_loss", "train_acc", "test_acc", "lr", "img_per_s"):
                 if row[key] is not None:
