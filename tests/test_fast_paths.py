@@ -9,7 +9,7 @@ up to 1e-2 relative in the stem's weight gradient with one torch thread (batch-6
 amplifies round-off; measured on an AMD EPYC), which would hide a real difference.
 
 The native grouped-convolution kernels (mgiad/ops/native) run in float32 only: the models with
-4 channels per group are compared in float32 channels_last, with the kernels active, against
+4 or 8 channels per group are compared in float32 channels_last, with the kernels active, against
 the float64 reference, on cases whose float32 built-in path agrees with it to 5e-5 (batch 16).
 """
 
@@ -81,6 +81,7 @@ NATIVE_CASES = [
     ("mgiad", {"c_K": 8, "g_s": 4, "widths": (16, 32, 64, 64), "eta_pre": 0, "eta_post": 2}),
     ("mgiad", {"levels": 3, "c_K": 8, "g_s": 4, "widths": (16, 32, 64)}),
     ("mgnet_ab_grouped", {"g_s": 4, "widths": (16, 32, 64, 64)}),
+    ("mgiad_3lvl", {}),  # 8 channels per group
 ]
 
 
@@ -96,7 +97,7 @@ def test_float32_with_native_kernels_equals_the_plain_algorithm(name, kwargs, me
     model = mgiad.create_model(name, memory_efficient=memory_efficient, **kwargs)
     model = model.to(memory_format=torch.channels_last)
     ref = copy.deepcopy(model).double()
-    x = torch.randn(16, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(16, model.in_chans, 16, 16).contiguous(memory_format=torch.channels_last)
     target = torch.randn(16, 10, dtype=torch.float64)
     expected = reference.forward(ref, x.double())
     calls = []

@@ -36,10 +36,12 @@ def _isa_param(isa: str):
 
 BUILDS = [_isa_param("avx2"), _isa_param("avx512")]
 
-#: (N, C, H, W): channel counts that take every vector width of both builds (16-, 8- and
-#: 4-channel chunks), odd and one-pixel sizes, batch 1
-SHAPES = [(2, 4, 5, 7), (1, 12, 1, 1), (3, 28, 6, 3), (2, 32, 8, 8), (1, 64, 2, 9), (2, 20, 1, 5),
-          (1, 36, 7, 1), (2, 8, 4, 4), (1, 256, 3, 4), (4, 44, 9, 11)]
+#: (G, N, C, H, W), G channels per group: channel counts that take every vector width of both
+#: builds (16-, 8- and, for G = 4, 4-channel chunks), odd and one-pixel sizes, batch 1
+SHAPES = [(4, 2, 4, 5, 7), (4, 1, 12, 1, 1), (4, 3, 28, 6, 3), (4, 2, 32, 8, 8), (4, 1, 64, 2, 9),
+          (4, 2, 20, 1, 5), (4, 1, 36, 7, 1), (4, 2, 8, 4, 4), (4, 1, 256, 3, 4), (4, 4, 44, 9, 11),
+          (8, 2, 8, 5, 7), (8, 1, 24, 1, 1), (8, 3, 40, 6, 3), (8, 2, 32, 8, 8), (8, 1, 64, 2, 9),
+          (8, 2, 16, 1, 5), (8, 1, 56, 7, 4), (8, 4, 48, 9, 11)]
 
 
 def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -66,12 +68,13 @@ def _close(got: torch.Tensor, want: torch.Tensor, tol: float = 2e-6) -> None:
 
 
 @pytest.mark.parametrize("isa", BUILDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_kernels_equal_conv2d_in_float64(isa: str, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("group,shape", [(s[0], s[1:]) for s in SHAPES],
+                         ids=[f"g{s[0]}-" + "x".join(map(str, s[1:])) for s in SHAPES])
+def test_kernels_equal_conv2d_in_float64(isa: str, group: int, shape: tuple[int, ...]) -> None:
     ops = native.load(isa)
     torch.manual_seed(sum(shape))
     x, g = torch.randn(shape), torch.randn(shape)
-    w = torch.randn(shape[1], 4, 3, 3)
+    w = torch.randn(shape[1], group, 3, 3)
     y, dx, dw = _reference(x, w, g)
     for name, xv in _layouts(x).items():
         gv = _layouts(g)[name]
@@ -79,22 +82,23 @@ def test_kernels_equal_conv2d_in_float64(isa: str, shape: tuple[int, ...]) -> No
         assert out.is_contiguous(memory_format=CL), name
         _close(out, y)
         _close(ops.input_grad(gv, w), dx)
-        _close(ops.weight_grad(gv, xv), dw)
+        _close(ops.weight_grad(gv, xv, group), dw)
     # a non-contiguous weight (a transposed copy viewed back)
     _close(ops.forward(x, w.transpose(0, 1).contiguous().transpose(0, 1)), y)
 
 
 @pytest.mark.parametrize("isa", BUILDS)
-def test_weight_gradient_sums_a_batch_of_many_pixels(isa: str) -> None:
+@pytest.mark.parametrize("group", [4, 8])
+def test_weight_gradient_sums_a_batch_of_many_pixels(isa: str, group: int) -> None:
     """65,536 products per weight and lane, split over the threads' partial sums."""
     ops = native.load(isa)
     torch.manual_seed(1)
     x, g = torch.randn(64, 32, 32, 32).contiguous(memory_format=CL), torch.randn(64, 32, 32, 32)
-    w = torch.randn(32, 4, 3, 3)
+    w = torch.randn(32, group, 3, 3)
     y, dx, dw = _reference(x, w, g)
     _close(ops.forward(x, w), y)
     _close(ops.input_grad(g, w), dx)
-    _close(ops.weight_grad(g, x), dw, tol=2e-5)
+    _close(ops.weight_grad(g, x, group), dw, tol=2e-5)
 
 
 @pytest.mark.parametrize("isa", BUILDS)
@@ -116,10 +120,12 @@ def test_kernels_reject_what_they_do_not_compute(isa: str) -> None:
     x = torch.randn(1, 8, 4, 4)
     with pytest.raises(RuntimeError, match="float32"):
         ops.forward(x.double(), torch.randn(8, 4, 3, 3).double())
-    with pytest.raises(RuntimeError, match=r"weight must be \[C, 4, 3, 3\]"):
+    with pytest.raises(RuntimeError, match=r"weight must be \[C, 4, 3, 3\] or \[C, 8, 3, 3\]"):
         ops.forward(x, torch.randn(8, 2, 3, 3))
     with pytest.raises(RuntimeError, match="multiple of 4"):
         ops.forward(torch.randn(1, 6, 4, 4), torch.randn(6, 4, 3, 3))
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        ops.weight_grad(torch.randn(1, 12, 4, 4), torch.randn(1, 12, 4, 4), 8)
     with pytest.raises(RuntimeError, match="one shape"):
         ops.weight_grad(torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 5))
 
@@ -128,11 +134,14 @@ def test_avx2_and_avx512_builds_agree() -> None:
     if len(ISAS) < 2:
         pytest.skip(f"this CPU runs only {ISAS}")
     torch.manual_seed(2)
-    x, g, w = torch.randn(3, 60, 7, 9), torch.randn(3, 60, 7, 9), torch.randn(60, 4, 3, 3)
     a, b = native.load("avx2"), native.load("avx512")
-    torch.testing.assert_close(a.forward(x, w), b.forward(x, w), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(a.input_grad(g, w), b.input_grad(g, w), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(a.weight_grad(g, x), b.weight_grad(g, x), rtol=1e-5, atol=1e-5)
+    for group in (4, 8):
+        x, g = torch.randn(3, 56, 7, 9), torch.randn(3, 56, 7, 9)
+        w = torch.randn(56, group, 3, 3)
+        torch.testing.assert_close(a.forward(x, w), b.forward(x, w), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.input_grad(g, w), b.input_grad(g, w), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.weight_grad(g, x, group), b.weight_grad(g, x, group),
+                                   rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------- the custom operator
@@ -149,14 +158,17 @@ def test_operator_gradients_of_first_and_second_order_in_float64() -> None:
     assert torch.autograd.gradgradcheck(groupconv.group_conv3x3, (x, w))
     assert torch.autograd.gradcheck(groupconv.group_conv3x3_input_grad, (g, w))
     assert torch.autograd.gradcheck(lambda g, x: groupconv.group_conv3x3_weight_grad(g, x, 4), (g, x))
+    w8 = torch.randn(8, 8, 3, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradgradcheck(groupconv.group_conv3x3, (x, w8))
 
 
 @needs_native
-def test_operator_gradients_in_float32_equal_float64_conv2d() -> None:
+@pytest.mark.parametrize("group", [4, 8])
+def test_operator_gradients_in_float32_equal_float64_conv2d(group: int) -> None:
     """The native kernels through autograd, first and second order, against float64 F.conv2d."""
     torch.manual_seed(4)
     x = torch.randn(3, 16, 6, 7).contiguous(memory_format=CL).requires_grad_()
-    w = torch.randn(16, 4, 3, 3, requires_grad=True)
+    w = torch.randn(16, group, 3, 3, requires_grad=True)
     xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     t = torch.randn(3, 16, 6, 7)
 
@@ -167,7 +179,7 @@ def test_operator_gradients_in_float32_equal_float64_conv2d() -> None:
         return y, gx, gw, hx, hw
 
     got = first_and_second(x, w, groupconv.group_conv3x3)
-    want = first_and_second(xd, wd, lambda x, w: F.conv2d(x, w, padding=1, groups=4))
+    want = first_and_second(xd, wd, lambda x, w: F.conv2d(x, w, padding=1, groups=16 // group))
     for a, b in zip(got, want):
         _close(a.detach(), b.detach(), tol=1e-5)
 
@@ -183,6 +195,9 @@ def test_opcheck(channels_last: bool) -> None:
     torch.library.opcheck(groupconv.group_conv3x3, (x, w))
     torch.library.opcheck(groupconv.group_conv3x3_input_grad, (g.requires_grad_(), w))
     torch.library.opcheck(groupconv.group_conv3x3_weight_grad, (g, x, 4))
+    w8 = torch.randn(8, 8, 3, 3, requires_grad=True)
+    torch.library.opcheck(groupconv.group_conv3x3, (x, w8))
+    torch.library.opcheck(groupconv.group_conv3x3_weight_grad, (g, x, 8))
 
 
 class _CountOps(TorchDispatchMode):
@@ -213,24 +228,26 @@ def test_which_convolutions_run_the_native_kernel() -> None:
     conv.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _native_calls(conv, cl) == 0
-    assert _native_calls(GroupConv3x3(16, groups=2), cl) == 0  # 8 channels per group
+    assert _native_calls(GroupConv3x3(16, groups=2), cl) == 1  # 8 channels per group
+    assert _native_calls(GroupConv3x3(16, groups=8), cl) == 0  # 2 channels per group
     assert _native_calls(GroupConv3x3(16, groups=1), cl) == 0  # dense
     assert _native_calls(torch.nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False), cl) == 0
 
 
 @needs_native
+@pytest.mark.parametrize("groups", [8, 4], ids=["4-per-group", "8-per-group"])
 @pytest.mark.parametrize("negate", [False, True])
-def test_modules_equal_the_builtin_convolution(negate: bool) -> None:
+def test_modules_equal_the_builtin_convolution(negate: bool, groups: int) -> None:
     """GroupConv3x3 (B) and DataFeatureMap (A, also −A u): outputs and gradients, hooks fire."""
     torch.manual_seed(7)
-    A = DataFeatureMap(32, groups=8)
+    A = DataFeatureMap(32, groups=groups)
     x = torch.randn(4, 32, 9, 6).contiguous(memory_format=CL).requires_grad_()
     seen = []
     A.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     y = A(x, negate=negate)
     assert seen == [y.shape]
     xd, wd = x.detach().double().requires_grad_(), A.weight.detach().double().requires_grad_()
-    yd = F.conv2d(xd, -wd if negate else wd, padding=1, groups=8)
+    yd = F.conv2d(xd, -wd if negate else wd, padding=1, groups=groups)
     t = torch.randn_like(yd)
     (y * t.float()).sum().backward()
     (yd * t).sum().backward()
@@ -307,7 +324,7 @@ def test_status_names_the_active_build() -> None:
     s = native.status()
     assert s["cpu_isas"] == ISAS
     if s["active"]:
-        assert s["isa"] in ISAS and len(s["kernels"]) == 3
+        assert s["isa"] in ISAS and len(s["kernels"]) == 6
     else:
         assert s["isa"] is None and s["reason"]
 

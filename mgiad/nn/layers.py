@@ -33,7 +33,7 @@ def depthwise_pool(c_in: int, c_out: int) -> nn.Conv2d:
 class GroupConv3x3(nn.Conv2d):
     """A bias-free 3×3 convolution c → c, stride 1, padding 1, grouped or dense: B of a smoother.
 
-    On the CPU a float32 channels_last input with 4 channels per group, outside autocast, runs
+    On the CPU a float32 channels_last input with 4 or 8 channels per group, outside autocast, runs
     the native kernel ``mgiad::group_conv3x3`` (mgiad/ops/groupconv.py; ``MGIAD_NATIVE=0`` turns
     it off), everything else the built-in convolution. Same weights, state dict and hooks as
     ``nn.Conv2d``; the two differ by float rounding only (tests/test_native.py).
@@ -144,7 +144,8 @@ class ResolutionTransfer(nn.Module):
     learnable depthwise pooling. Two variants (docs/paper-notes.md):
 
     - ``norm=False`` (MgNet, MGiaD on FashionMNIST): ``u ← Π u``, ``f ← R σ(r) + A u``,
-      as in the MgNet authors' code (σ on the residual, no BN on Π, R).
+      as in Poly-MgNet, the paper authors' MgNet code (σ on the residual, no BN on Π, R;
+      He & Xu's own MgNet code uses σ(BN(·)) after dense Π, R: docs/paper-notes.md §5).
     - ``norm=True`` (MGiaD on CIFAR): ``u ← σ(BN(Π u))``, ``f ← σ(BN(R r)) + A u``;
       the two BNs are what the paper's CIFAR weight counts contain (4·c_{ℓ+1} weights).
     """

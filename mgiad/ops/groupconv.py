@@ -1,7 +1,7 @@
 """``mgiad::group_conv3x3``: the grouped 3×3 convolution of Â, B̂ (and MgNet's grouped A, B)
 as one operator with the native kernels of :mod:`mgiad.ops.native` behind it.
 
-oneDNN runs grouped 3×3 convolutions with 4 channels per group several times less efficiently
+oneDNN runs grouped 3×3 convolutions with 4 or 8 channels per group several times less efficiently
 per FLOP than dense ones (docs/performance.md); ``native/group_conv.cpp`` computes them with
 explicit SIMD. The operator is registered with ``torch.library.custom_op`` (fake tensor and
 autograd formulas included; its gradients are operators of the same family, so gradients of
@@ -28,7 +28,7 @@ from . import native
 
 CL = torch.channels_last
 #: channels per group the native kernels compute
-NATIVE_GROUP_SIZES = (4,)
+NATIVE_GROUP_SIZES = (4, 8)
 _conv_backward = torch.ops.aten.convolution_backward
 
 
@@ -77,7 +77,7 @@ def _(grad: Tensor, weight: Tensor) -> Tensor:
 def group_conv3x3_weight_grad(grad: Tensor, x: Tensor, g: int) -> Tensor:
     """The gradient of ``group_conv3x3`` in its weight [C, g, 3, 3]."""
     if _native_ok(grad, x, g=g):
-        return native.kernels().weight_grad(grad, x)
+        return native.kernels().weight_grad(grad, x, g)
     weight = x.new_zeros(x.shape[1], g, 3, 3)  # only its shape matters
     return _builtin_backward(grad, x, weight, [False, True])[1].contiguous()
 

@@ -1,6 +1,6 @@
 """Native kernels: loading, instruction-set choice and the fallback.
 
-``native/group_conv.cpp`` (3×3, stride 1, padding 1, 4 channels per group, fp32,
+``native/group_conv.cpp`` (3×3, stride 1, padding 1, 4 or 8 channels per group, fp32,
 channels_last; forward, input and weight gradient) is compiled on first use with
 ``torch.utils.cpp_extension.load``, once per instruction set, each build with its own
 extension name and operator namespace (``torch.ops.mgiad_native_avx2``,
@@ -44,8 +44,8 @@ ISA_FLAGS = {
     "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"],
 }
 #: what the kernels of one build compute (``status()["kernels"]`` when active)
-KERNELS = ("group_conv3x3 forward (4 channels/group)", "group_conv3x3 input gradient (4 channels/group)",
-           "group_conv3x3 weight gradient (4 channels/group)")
+KERNELS = tuple(f"group_conv3x3 {k} ({g} channels/group)" for g in (4, 8)
+                for k in ("forward", "input gradient", "weight gradient"))
 _OFF = {"0", "off", "false", "no"}
 _AUTO = {"", "1", "on", "true", "yes", "auto"}
 

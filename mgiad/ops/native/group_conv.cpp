@@ -1,4 +1,4 @@
-// Grouped 3x3 convolution with 4 input = 4 output channels per group: stride 1, padding 1,
+// Grouped 3x3 convolution with 4 or 8 input = output channels per group: stride 1, padding 1,
 // fp32, channels_last (NHWC) memory. Forward, input gradient and weight gradient.
 //
 // Built twice by mgiad/ops/native.py, once per instruction set (-mavx2 -mfma, and in addition
@@ -15,6 +15,13 @@
 // contribution of x[4g+i] to output j = (i - r) mod 4. At the end
 //     y[4g+j] = z_0[4g+j] + z_1[4g+(j+1)%4] + z_2[4g+(j+2)%4] + z_3[4g+(j+3)%4],
 // one in-lane permute per rotation, 36 FMAs per output vector and none shuffled inside.
+//
+// 8 channels per group (G = 8): a 256-bit half-vector is one group, two 4-lane blocks h = 0, 4.
+// Inputs from the same block are the scheme above; inputs from the other block are the same
+// with the input vector's two 128-bit lanes exchanged (one permute per input vector, shared by
+// all taps and rotations that read it), times a second set of rotated weights
+//     wr_r[8g+h+i] = W[8g+h+(i-r)%4, h+i],   wr_{4+r}[8g+h+i] = W[8g+h+(i-r)%4, (h^4)+i],
+// into the same 4 accumulators: 72 FMAs per output vector, the same final in-lane rotations.
 //
 // Input gradient: the same kernel on the output gradient with the per-group transposed,
 // spatially flipped weights. Weight gradient: the output gradient rotated (once per pixel and
@@ -78,6 +85,8 @@ struct V256 {
   static T rot(T v) {
     if constexpr ((R & 3) == 0) return v; else return _mm256_permute_ps(v, rot_imm<R & 3>());
   }
+  // exchange the two 128-bit lanes of every 256-bit group
+  static T swap(T v) { return _mm256_permute2f128_ps(v, v, 0x01); }
 };
 
 #ifdef __AVX512F__
@@ -93,6 +102,7 @@ struct V512 {
   static T rot(T v) {
     if constexpr ((R & 3) == 0) return v; else return _mm512_permute_ps(v, rot_imm<R & 3>());
   }
+  static T swap(T v) { return _mm512_shuffle_f32x4(v, v, 0xB1); }  // 128-bit lanes 1 0 3 2
 };
 #endif
 
@@ -110,15 +120,24 @@ constexpr int kRegs = 16;
 #ifndef MGIAD_WGRAD_RB
 #define MGIAD_WGRAD_RB (kRegs == 32 ? 4 : 2)
 #endif
-constexpr int kP = MGIAD_FWD_P;
-constexpr int kRB = MGIAD_WGRAD_RB;
-static_assert(kRB == 1 || kRB == 2 || kRB == 4, "rotations per pass divide 4");
+#ifndef MGIAD_FWD_P8  // G = 8: 4 accumulators and 2 input vectors per pixel
+#define MGIAD_FWD_P8 (kRegs == 32 ? 4 : 2)
+#endif
+#ifndef MGIAD_WGRAD_RB8  // G = 8: 6 accumulators per rotation
+#define MGIAD_WGRAD_RB8 (kRegs == 32 ? 2 : 1)
+#endif
+template <int G>
+constexpr int kP = G == 4 ? MGIAD_FWD_P : MGIAD_FWD_P8;
+template <int G>
+constexpr int kRB = G == 4 ? MGIAD_WGRAD_RB : MGIAD_WGRAD_RB8;
+static_assert(kRB<4> == 1 || kRB<4> == 2 || kRB<4> == 4, "rotations per pass divide 4");
+static_assert(kRB<8> == 1 || kRB<8> == 2 || kRB<8> == 4, "rotations per pass divide 4");
 
 // ---------------------------------------------------------------------------------------------
 // Forward (and input gradient): P pixels w0..w0+P-1 of one output row, channels c0..c0+L-1.
-// xr[kh]: input row h+kh-1 (nullptr outside the image); wr: rotated weights [9][4][C].
+// xr[kh]: input row h+kh-1 (nullptr outside the image); wr: rotated weights [9][G][C].
 // EDGE: a pixel of the block may touch column -1 or W (those taps read zeros).
-template <class V, int P, bool EDGE>
+template <class V, int G, int P, bool EDGE>
 inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0, i64 W, i64 C,
                       i64 c0) {
   using T = typename V::T;
@@ -133,7 +152,7 @@ inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0
     if (x == nullptr) continue;
 #pragma GCC unroll 3
     for (int kw = 0; kw < 3; ++kw) {
-      const float* wt = wr + (kh * 3 + kw) * 4 * C + c0;
+      const float* wt = wr + (kh * 3 + kw) * G * C + c0;
       T xv[P];
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) {
@@ -146,6 +165,17 @@ inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0
 #pragma GCC unroll 8
         for (int p = 0; p < P; ++p) z[r][p] = V::fma(xv[p], wv, z[r][p]);
       }
+      if constexpr (G == 8) {
+        T xs[P];
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) xs[p] = V::swap(xv[p]);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+          const T wv = V::load(wt + (4 + r) * C);
+#pragma GCC unroll 8
+          for (int p = 0; p < P; ++p) z[r][p] = V::fma(xs[p], wv, z[r][p]);
+        }
+      }
     }
   }
 #pragma GCC unroll 8
@@ -156,78 +186,90 @@ inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0
   }
 }
 
-template <class V, int P, bool EDGE>
+template <class V, int G, int P, bool EDGE>
 inline void fwd_chunks(const float* const* xr, const float* wr, float* yr, i64 w, i64 W, i64 C,
                        i64& c0) {
-  for (; c0 + V::L <= C; c0 += V::L) fwd_block<V, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  for (; c0 + V::L <= C; c0 += V::L) fwd_block<V, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
 }
 
-// All channel chunks of a pixel block before the next block.
-template <int P, bool EDGE>
+// All channel chunks of a pixel block before the next block (C is a multiple of G).
+template <int G, int P, bool EDGE>
 inline void fwd_pixels(const float* const* xr, const float* wr, float* yr, i64 w, i64 W, i64 C) {
   i64 c0 = 0;
 #ifdef __AVX512F__
-  fwd_chunks<V512, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  fwd_chunks<V512, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
 #endif
-  fwd_chunks<V256, P, EDGE>(xr, wr, yr, w, W, C, c0);
-  fwd_chunks<V128, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  fwd_chunks<V256, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  if constexpr (G == 4) fwd_chunks<V128, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
 }
 
 // One output row: blocks of kP pixels (EDGE only where a block touches column -1 or W, so
 // small images run full register tiles too), the rest in blocks of 2 and 1. Every channel chunk
 // of a block before the next block (1.3x faster than chunk by chunk at C >= 64 on Zen 4).
+template <int G>
 inline void fwd_row(const float* const* xr, const float* wr, float* yr, i64 W, i64 C) {
+  constexpr int P = kP<G>;
   i64 w = 0;
-  for (; w + kP <= W; w += kP) {
-    if (w == 0 || w + kP >= W) fwd_pixels<kP, true>(xr, wr, yr, w, W, C);
-    else fwd_pixels<kP, false>(xr, wr, yr, w, W, C);
+  for (; w + P <= W; w += P) {
+    if (w == 0 || w + P >= W) fwd_pixels<G, P, true>(xr, wr, yr, w, W, C);
+    else fwd_pixels<G, P, false>(xr, wr, yr, w, W, C);
   }
-  if constexpr (kP > 2) for (; w + 2 <= W; w += 2) fwd_pixels<2, true>(xr, wr, yr, w, W, C);
-  for (; w < W; ++w) fwd_pixels<1, true>(xr, wr, yr, w, W, C);
+  if constexpr (P > 2) for (; w + 2 <= W; w += 2) fwd_pixels<G, 2, true>(xr, wr, yr, w, W, C);
+  for (; w < W; ++w) fwd_pixels<G, 1, true>(xr, wr, yr, w, W, C);
 }
 
 // Rows per task: enough work per thread start (a few hundred thousand FMAs).
-inline i64 grain(i64 W, i64 C) {
-  const i64 per_row = W * C * 36;
+inline i64 grain(i64 W, i64 C, i64 G) {
+  const i64 per_row = W * C * G * 9;
   return std::max<i64>(1, (1 << 18) / std::max<i64>(1, per_row));
 }
 
-void check_input(const at::Tensor& x, const char* what) {
+void check_input(const at::Tensor& x, const char* what, i64 G) {
   TORCH_CHECK(x.device().is_cpu(), "mgiad group_conv3x3: ", what, " must be a CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "mgiad group_conv3x3: ", what, " must be float32, got ",
               x.scalar_type());
   TORCH_CHECK(x.dim() == 4, "mgiad group_conv3x3: ", what, " must be [N, C, H, W], got ", x.sizes());
-  TORCH_CHECK(x.size(1) % 4 == 0, "mgiad group_conv3x3: ", what,
-              " channels must be a multiple of 4 (4 per group), got ", x.size(1));
+  TORCH_CHECK(G == 4 || G == 8, "mgiad group_conv3x3: 4 or 8 channels per group, got ", G);
+  TORCH_CHECK(x.size(1) % G == 0, "mgiad group_conv3x3: ", what, " channels must be a multiple of ",
+              G, " (", G, " per group), got ", x.size(1));
 }
 
-void check_weight(const at::Tensor& w, i64 C) {
+i64 check_weight(const at::Tensor& w, i64 C) {
   TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kFloat,
               "mgiad group_conv3x3: weight must be a CPU float32 tensor");
-  TORCH_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == 4 && w.size(2) == 3 && w.size(3) == 3,
-              "mgiad group_conv3x3: weight must be [C, 4, 3, 3] with C = ", C, ", got ", w.sizes());
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == C && (w.size(1) == 4 || w.size(1) == 8) &&
+                  w.size(2) == 3 && w.size(3) == 3,
+              "mgiad group_conv3x3: weight must be [C, 4, 3, 3] or [C, 8, 3, 3] with C = ", C,
+              ", got ", w.sizes());
+  return w.size(1);
 }
 
-// wr[t][r][4g+i] = W[4g + (i-r)%4, i, t]           (forward)
-//                = W[4g + i, (i-r)%4, 8-t]         (input gradient: transposed per group, flipped)
+// Rotated weights wr[t][q][c], c = G*g + h + i (h = 0 for G = 4; 0 or 4 for G = 8), for the
+// rotation q = r < 4 from the same 4-channel block and (G = 8) q = 4 + r from the other one:
+//     wr[t][r][c]   = Wt[g; h + (i-r)%4, h + i, t],   wr[t][4+r][c] = Wt[g; h + (i-r)%4, (h^4) + i, t]
+// with Wt[g; o, ci, t] = W[G*g + o, ci, t] (forward) or W[G*g + ci, o, 8-t] (input gradient:
+// transposed per group, spatially flipped).
 std::vector<float> rotated(const at::Tensor& w_, bool adjoint) {
   const at::Tensor w = w_.contiguous();
   const float* W = w.data_ptr<float>();
-  const i64 C = w.size(0);
-  std::vector<float> wr(36 * C);
-  for (i64 g = 0; g < C / 4; ++g)
-    for (int i = 0; i < 4; ++i)
-      for (int r = 0; r < 4; ++r)
-        for (int t = 0; t < 9; ++t) {
-          const int j = (i - r) & 3;
-          const float v = adjoint ? W[((4 * g + i) * 4 + j) * 9 + (8 - t)]
-                                  : W[((4 * g + j) * 4 + i) * 9 + t];
-          wr[(t * 4 + r) * C + 4 * g + i] = v;
-        }
+  const i64 C = w.size(0), G = w.size(1);
+  auto Wt = [&](i64 g, int o, int ci, int t) {
+    return adjoint ? W[((G * g + ci) * G + o) * 9 + (8 - t)] : W[((G * g + o) * G + ci) * 9 + t];
+  };
+  std::vector<float> wr(9 * G * C);
+  for (i64 g = 0; g < C / G; ++g)
+    for (int h = 0; h < G; h += 4)
+      for (int i = 0; i < 4; ++i)
+        for (int r = 0; r < 4; ++r)
+          for (int t = 0; t < 9; ++t) {
+            const int o = h + ((i - r) & 3);
+            wr[(t * G + r) * C + G * g + h + i] = Wt(g, o, h + i, t);
+            if (G == 8) wr[(t * G + 4 + r) * C + G * g + h + i] = Wt(g, o, (h ^ 4) + i, t);
+          }
   return wr;
 }
 
-at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr) {
+at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr, i64 G) {
   const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
   const i64 N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor y = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -236,108 +278,133 @@ at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr) {
   float* yp = y.data_ptr<float>();
   const float* w = wr.data();
   const i64 row = W * C;
-  at::parallel_for(0, N * H, grain(W, C), [&](i64 begin, i64 end) {
+  at::parallel_for(0, N * H, grain(W, C, G), [&](i64 begin, i64 end) {
     for (i64 nh = begin; nh < end; ++nh) {
       const i64 n = nh / H, h = nh % H;
       const float* img = xp + n * H * row;
       const float* xr[3] = {h > 0 ? img + (h - 1) * row : nullptr, img + h * row,
                             h + 1 < H ? img + (h + 1) * row : nullptr};
-      fwd_row(xr, w, yp + nh * row, W, C);
+      if (G == 4) fwd_row<4>(xr, w, yp + nh * row, W, C);
+      else fwd_row<8>(xr, w, yp + nh * row, W, C);
     }
   });
   return y;
 }
 
 at::Tensor forward(const at::Tensor& x, const at::Tensor& weight) {
-  check_input(x, "input");
-  check_weight(weight, x.size(1));
-  return conv(x, rotated(weight, false));
+  const i64 G = check_weight(weight, x.dim() == 4 ? x.size(1) : -1);
+  check_input(x, "input", G);
+  return conv(x, rotated(weight, false), G);
 }
 
 at::Tensor input_grad(const at::Tensor& grad, const at::Tensor& weight) {
-  check_input(grad, "grad_output");
-  check_weight(weight, grad.size(1));
-  return conv(grad, rotated(weight, true));
+  const i64 G = check_weight(weight, grad.dim() == 4 ? grad.size(1) : -1);
+  check_input(grad, "grad_output", G);
+  return conv(grad, rotated(weight, true), G);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Weight gradient. acc: this thread's sums [9][4][C] in the layout of wr. One pass: output row
-// dy, input row x (= row h+kh-1), taps t = 3kh..3kh+2, rotations R0..R0+RB-1, channels c0..c0+L-1.
-template <class V, int RB, int R0, bool LEFT, bool RIGHT>
-inline void wgrad_pixel(typename V::T (&a)[3][RB], const float* dy, const float* x, i64 w, i64 C,
-                        i64 c0) {
+// Weight gradient. acc: this thread's sums [9][G][C] in the layout of wr. One pass: taps
+// t = 3kh..3kh+2, rotations R0..R0+RB-1, channels c0..c0+L-1. a: sums from the same 4-channel
+// block; bt (G = 8): sums from the other block, kept with the two 128-bit lanes exchanged
+// (x * swap(dy_r) instead of swap(x) * dy_r: one permute per pixel and rotation, not per tap).
+template <class V, int G, int RB, int R0, bool LEFT, bool RIGHT>
+inline void wgrad_pixel(typename V::T (&a)[3][RB], typename V::T (&bt)[3][RB], const float* dy,
+                        const float* x, i64 w, i64 C, i64 c0) {
   using T = typename V::T;
   const T d = V::load(dy + w * C + c0);
-  T dr[RB];
-  // lane 4g+i of the rotation r must hold dy[4g + (i-r)%4]: lane i takes lane (i + 4 - r) % 4
+  T dr[RB], ds[RB];
+  // lane c = 4b+i of the rotation r must hold dy[4b + (i-r)%4]: lane i takes lane (i + 4 - r) % 4
 #pragma GCC unroll 4
   for (int rr = 0; rr < RB; ++rr) {
     if (rr == 0) dr[rr] = V::template rot<(4 - R0) & 3>(d);
     if constexpr (RB > 1) if (rr == 1) dr[rr] = V::template rot<(4 - R0 - 1) & 3>(d);
     if constexpr (RB > 2) if (rr == 2) dr[rr] = V::template rot<(4 - R0 - 2) & 3>(d);
     if constexpr (RB > 3) if (rr == 3) dr[rr] = V::template rot<(4 - R0 - 3) & 3>(d);
+    if constexpr (G == 8) ds[rr] = V::swap(dr[rr]);
   }
 #pragma GCC unroll 3
   for (int kw = 0; kw < 3; ++kw) {
     if ((LEFT && kw == 0) || (RIGHT && kw == 2)) continue;
     const T xv = V::load(x + (w + kw - 1) * C + c0);
 #pragma GCC unroll 4
-    for (int rr = 0; rr < RB; ++rr) a[kw][rr] = V::fma(xv, dr[rr], a[kw][rr]);
+    for (int rr = 0; rr < RB; ++rr) {
+      a[kw][rr] = V::fma(xv, dr[rr], a[kw][rr]);
+      if constexpr (G == 8) bt[kw][rr] = V::fma(xv, ds[rr], bt[kw][rr]);
+    }
   }
 }
 
-// Rows h0..h1-1 of one image: img_x, img_dy point at the image, row = W*C floats.
+// Rows h0..h1-1 of one image: x, dy point at the image, row = W*C floats.
 struct RowBlock {
   const float* x;
   const float* dy;
   i64 h0, h1, H, W, C;
 };
 
-// One pass: taps 3kh..3kh+2, rotations R0..R0+RB-1, channels c0..c0+L-1, over a block of rows;
-// the 3*RB sums stay in registers for the whole block.
-template <class V, int RB, int R0>
+// One pass over a block of rows; the 3*RB (G = 8: 6*RB) sums stay in registers for the block.
+template <class V, int G, int RB, int R0>
 inline void wgrad_pass(float* acc, int kh, const RowBlock& b, i64 c0) {
   using T = typename V::T;
   const i64 W = b.W, C = b.C, row = W * C;
   const i64 h_lo = std::max<i64>(b.h0, 1 - kh), h_hi = std::min<i64>(b.h1, b.H + 1 - kh);
   if (h_lo >= h_hi) return;
-  T a[3][RB];
+  T a[3][RB], bt[3][RB];
+  auto same = [&](int kw, int rr) { return acc + ((kh * 3 + kw) * G + R0 + rr) * C + c0; };
+  auto other = [&](int kw, int rr) { return acc + ((kh * 3 + kw) * G + 4 + R0 + rr) * C + c0; };
 #pragma GCC unroll 3
   for (int kw = 0; kw < 3; ++kw)
 #pragma GCC unroll 4
-    for (int rr = 0; rr < RB; ++rr) a[kw][rr] = V::load(acc + ((kh * 3 + kw) * 4 + R0 + rr) * C + c0);
+    for (int rr = 0; rr < RB; ++rr) {
+      a[kw][rr] = V::load(same(kw, rr));
+      if constexpr (G == 8) bt[kw][rr] = V::swap(V::load(other(kw, rr)));
+    }
   for (i64 h = h_lo; h < h_hi; ++h) {  // input row h+kh-1 is inside the image
     const float* dy = b.dy + h * row;
     const float* x = b.x + (h + kh - 1) * row;
     if (W == 1) {
-      wgrad_pixel<V, RB, R0, true, true>(a, dy, x, 0, C, c0);
+      wgrad_pixel<V, G, RB, R0, true, true>(a, bt, dy, x, 0, C, c0);
       continue;
     }
-    wgrad_pixel<V, RB, R0, true, false>(a, dy, x, 0, C, c0);
-    for (i64 w = 1; w < W - 1; ++w) wgrad_pixel<V, RB, R0, false, false>(a, dy, x, w, C, c0);
-    wgrad_pixel<V, RB, R0, false, true>(a, dy, x, W - 1, C, c0);
+    wgrad_pixel<V, G, RB, R0, true, false>(a, bt, dy, x, 0, C, c0);
+    for (i64 w = 1; w < W - 1; ++w) wgrad_pixel<V, G, RB, R0, false, false>(a, bt, dy, x, w, C, c0);
+    wgrad_pixel<V, G, RB, R0, false, true>(a, bt, dy, x, W - 1, C, c0);
   }
 #pragma GCC unroll 3
   for (int kw = 0; kw < 3; ++kw)
 #pragma GCC unroll 4
-    for (int rr = 0; rr < RB; ++rr) V::store(acc + ((kh * 3 + kw) * 4 + R0 + rr) * C + c0, a[kw][rr]);
+    for (int rr = 0; rr < RB; ++rr) {
+      V::store(same(kw, rr), a[kw][rr]);
+      if constexpr (G == 8) V::store(other(kw, rr), V::swap(bt[kw][rr]));
+    }
 }
 
-template <class V>
+template <class V, int G>
 inline void wgrad_chunk(float* acc, const RowBlock& b, i64 c0) {
+  constexpr int RB = kRB<G>;
   for (int kh = 0; kh < 3; ++kh) {
-    if constexpr (kRB == 4) {
-      wgrad_pass<V, 4, 0>(acc, kh, b, c0);
-    } else if constexpr (kRB == 2) {
-      wgrad_pass<V, 2, 0>(acc, kh, b, c0);
-      wgrad_pass<V, 2, 2>(acc, kh, b, c0);
+    if constexpr (RB == 4) {
+      wgrad_pass<V, G, 4, 0>(acc, kh, b, c0);
+    } else if constexpr (RB == 2) {
+      wgrad_pass<V, G, 2, 0>(acc, kh, b, c0);
+      wgrad_pass<V, G, 2, 2>(acc, kh, b, c0);
     } else {
-      wgrad_pass<V, 1, 0>(acc, kh, b, c0);
-      wgrad_pass<V, 1, 1>(acc, kh, b, c0);
-      wgrad_pass<V, 1, 2>(acc, kh, b, c0);
-      wgrad_pass<V, 1, 3>(acc, kh, b, c0);
+      wgrad_pass<V, G, 1, 0>(acc, kh, b, c0);
+      wgrad_pass<V, G, 1, 1>(acc, kh, b, c0);
+      wgrad_pass<V, G, 1, 2>(acc, kh, b, c0);
+      wgrad_pass<V, G, 1, 3>(acc, kh, b, c0);
     }
   }
+}
+
+template <int G>
+inline void wgrad_block(float* acc, const RowBlock& b) {
+  i64 c0 = 0;
+#ifdef __AVX512F__
+  for (; c0 + 16 <= b.C; c0 += 16) wgrad_chunk<V512, G>(acc, b, c0);
+#endif
+  for (; c0 + 8 <= b.C; c0 += 8) wgrad_chunk<V256, G>(acc, b, c0);
+  if constexpr (G == 4) for (; c0 + 4 <= b.C; c0 += 4) wgrad_chunk<V128, G>(acc, b, c0);
 }
 
 // Rows per block: about 64 KiB of input and output gradient (L2-resident while every channel
@@ -346,48 +413,51 @@ inline i64 wgrad_rows(i64 H, i64 W, i64 C) {
   return std::clamp<i64>((64 * 1024) / std::max<i64>(1, 8 * W * C), 1, H);
 }
 
-at::Tensor weight_grad(const at::Tensor& grad_, const at::Tensor& x_) {
-  check_input(grad_, "grad_output");
-  check_input(x_, "input");
+at::Tensor weight_grad(const at::Tensor& grad_, const at::Tensor& x_, int64_t G) {
+  check_input(grad_, "grad_output", G);
+  check_input(x_, "input", G);
   TORCH_CHECK(grad_.sizes() == x_.sizes(), "mgiad group_conv3x3: grad_output ", grad_.sizes(),
               " and input ", x_.sizes(), " must have one shape (stride 1, padding 1)");
   const at::Tensor dy = grad_.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
   const i64 N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const i64 nthreads = std::max<i64>(1, at::get_num_threads());
-  std::vector<float> sums(nthreads * 36 * C, 0.0f);
+  const i64 per_thread = 9 * G * C;
+  std::vector<float> sums(nthreads * per_thread, 0.0f);
   const float* xp = x.data_ptr<float>();
   const float* dp = dy.data_ptr<float>();
   const i64 row = W * C, rows = wgrad_rows(H, W, C), blocks_per_image = (H + rows - 1) / rows;
   if (x.numel() > 0) {
-    const i64 per_block = std::max<i64>(1, rows * W * C * 36);
+    const i64 per_block = std::max<i64>(1, rows * W * C * G * 9);
     at::parallel_for(0, N * blocks_per_image, std::max<i64>(1, (1 << 18) / per_block),
                      [&](i64 begin, i64 end) {
       const i64 tid = at::get_thread_num();
       TORCH_CHECK(tid < nthreads, "mgiad group_conv3x3: thread ", tid, " of ", nthreads);
-      float* acc = sums.data() + tid * 36 * C;
+      float* acc = sums.data() + tid * per_thread;
       for (i64 blk = begin; blk < end; ++blk) {
         const i64 n = blk / blocks_per_image, h0 = (blk % blocks_per_image) * rows;
         const RowBlock b{xp + n * H * row, dp + n * H * row, h0, std::min(H, h0 + rows), H, W, C};
-        i64 c0 = 0;
-#ifdef __AVX512F__
-        for (; c0 + 16 <= C; c0 += 16) wgrad_chunk<V512>(acc, b, c0);
-#endif
-        for (; c0 + 8 <= C; c0 += 8) wgrad_chunk<V256>(acc, b, c0);
-        for (; c0 + 4 <= C; c0 += 4) wgrad_chunk<V128>(acc, b, c0);
+        if (G == 4) wgrad_block<4>(acc, b);
+        else wgrad_block<8>(acc, b);
       }
     });
   }
-  at::Tensor gw = at::empty({C, 4, 3, 3}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor gw = at::empty({C, G, 3, 3}, x.options().memory_format(at::MemoryFormat::Contiguous));
   float* out = gw.data_ptr<float>();
-  for (i64 g = 0; g < C / 4; ++g)
-    for (int i = 0; i < 4; ++i)
-      for (int r = 0; r < 4; ++r)
-        for (int t = 0; t < 9; ++t) {
-          float s = 0.0f;
-          for (i64 k = 0; k < nthreads; ++k) s += sums[(k * 36 + t * 4 + r) * C + 4 * g + i];
-          out[((4 * g + ((i - r) & 3)) * 4 + i) * 9 + t] = s;
-        }
+  auto total = [&](i64 q) {  // sum over the threads of element q of the [9][G][C] layout
+    float s = 0.0f;
+    for (i64 k = 0; k < nthreads; ++k) s += sums[k * per_thread + q];
+    return s;
+  };
+  for (i64 g = 0; g < C / G; ++g)
+    for (int h = 0; h < G; h += 4)
+      for (int i = 0; i < 4; ++i)
+        for (int r = 0; r < 4; ++r)
+          for (int t = 0; t < 9; ++t) {
+            const i64 o = G * g + h + ((i - r) & 3), c = G * g + h + i;
+            out[(o * G + h + i) * 9 + t] = total((t * G + r) * C + c);
+            if (G == 8) out[(o * G + (h ^ 4) + i) * 9 + t] = total((t * G + 4 + r) * C + c);
+          }
   return gw;
 }
 
@@ -418,7 +488,7 @@ std::string isa() {
 MGIAD_LIBRARY(MGIAD_NS, m) {
   m.def("forward(Tensor x, Tensor weight) -> Tensor", &forward);
   m.def("input_grad(Tensor grad, Tensor weight) -> Tensor", &input_grad);
-  m.def("weight_grad(Tensor grad, Tensor x) -> Tensor", &weight_grad);
+  m.def("weight_grad(Tensor grad, Tensor x, int group_size=4) -> Tensor", &weight_grad);
   m.def("isa() -> str", &isa);
   m.def("parallel_threads(int n) -> int", &parallel_threads);
 }
