@@ -31,10 +31,12 @@ from mgiad.ops import native
 from mgiad.perf.allocator import keep_freed_memory
 
 CL = torch.channels_last
-#: (channels, image side) of MGiaD's grouped 3×3 convolutions with g_s = 4 (c_K=16: all of
-#: them; c_K=64: 128 and 256 channels)
-SHAPES = [(32, 32), (32, 16), (32, 8), (32, 4), (64, 32), (64, 16), (64, 8), (64, 4),
-          (128, 16), (128, 8), (128, 4), (256, 8), (256, 4)]
+#: (channels per group, channels, image side) of MGiaD's grouped 3×3 convolutions: g_s = 4
+#: (c_K=16: all of these; c_K=64: those with 128 and 256 channels) and g_s = 8 (the 3-level
+#: MGiaD, c_K=16)
+SHAPES = [(4, 32, 32), (4, 32, 16), (4, 32, 8), (4, 32, 4), (4, 64, 32), (4, 64, 16), (4, 64, 8),
+          (4, 64, 4), (4, 128, 16), (4, 128, 8), (4, 128, 4), (4, 256, 8), (4, 256, 4),
+          (8, 32, 16), (8, 32, 8), (8, 64, 8)]
 _cbw = torch.ops.aten.convolution_backward
 
 
@@ -57,22 +59,27 @@ def load_average() -> str:
 
 
 def tuned_build(spec: str):
-    """A build with other register tiles: ``isa:FWD_P:WGRAD_RB`` (its own extension name)."""
+    """A build with other register tiles: ``isa:FWD_P:WGRAD_RB[:FWD_P8:WGRAD_RB8]`` (the second
+    pair for 8 channels per group; its own extension name)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its CUDA_HOME note
     from torch.utils import cpp_extension
 
-    isa, p, rb = spec.split(":")
-    name = f"mgiad_tune_{isa}_{p}_{rb}"
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    isa, *tiles = spec.split(":")
+    p, rb, p8, rb8 = (tiles + ["", "", "", ""])[:4]
+    name = f"mgiad_tune_{isa}_{'_'.join(tiles)}"
+    macros = [f"-D{k}={v}" for k, v in [("MGIAD_FWD_P", p), ("MGIAD_WGRAD_RB", rb),
+                                          ("MGIAD_FWD_P8", p8), ("MGIAD_WGRAD_RB8", rb8)] if v]
     cpp_extension.load(name=name, sources=[str(native.SOURCE)], is_python_module=False,
                        extra_cflags=["-O3", "-fopenmp", "-fvisibility=hidden", *native.ISA_FLAGS[isa],
-                                     f"-DMGIAD_NS={name}", f"-DMGIAD_FWD_P={p}", f"-DMGIAD_WGRAD_RB={rb}"],
+                                     f"-DMGIAD_NS={name}", *macros],
                        extra_ldflags=["-fopenmp"])
     return getattr(torch.ops, name)
 
 
 def kernels(x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, builds: dict) -> dict:
     """(build, 0 forward | 1 input gradient | 2 weight gradient) -> a call of it."""
-    groups = x.shape[1] // 4
+    group = w.shape[1]
+    groups = x.shape[1] // group
     fns = {
         ("oneDNN", 0): lambda: F.conv2d(x, w, padding=1, groups=groups),
         ("oneDNN", 1): lambda: _cbw(g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], groups,
@@ -83,22 +90,22 @@ def kernels(x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, builds: dict) -> 
     for n, ops in builds.items():
         fns[(n, 0)] = lambda ops=ops: ops.forward(x, w)
         fns[(n, 1)] = lambda ops=ops: ops.input_grad(g, w)
-        fns[(n, 2)] = lambda ops=ops: ops.weight_grad(g, x)
+        fns[(n, 2)] = lambda ops=ops: ops.weight_grad(g, x, group)
     return fns
 
 
-def measure(builds: dict, shapes: list[tuple[int, int]], batch: int, rounds: int, clock) -> None:
+def measure(builds: dict, shapes: list[tuple[int, int, int]], batch: int, rounds: int, clock) -> None:
     names = ["oneDNN", *builds]
-    print(f"{'C':>4} {'HxW':>6} | " + " | ".join(
+    print(f"{'g':>2} {'C':>4} {'HxW':>6} | " + " | ".join(
         f"{'fwd':>7} {'dgrad':>7} {'wgrad':>7}" for _ in names) + "   (ms)" + "".join(
         f" | {n} ×fwd ×dgrad ×wgrad" for n in builds))
-    print(f"{'':>11} | " + " | ".join(f"{n:^23}" for n in names))
+    print(f"{'':>14} | " + " | ".join(f"{n:^23}" for n in names))
     totals = {n: [0.0, 0.0, 0.0] for n in names}
-    for c, s in shapes:
+    for group, c, s in shapes:
         torch.manual_seed(0)
         x = torch.randn(batch, c, s, s).contiguous(memory_format=CL)
         g = torch.randn_like(x)
-        w = torch.randn(c, 4, 3, 3)
+        w = torch.randn(c, group, 3, 3)
         fns = kernels(x, g, w, builds)
         for fn in fns.values():
             fn()
@@ -111,12 +118,12 @@ def measure(builds: dict, shapes: list[tuple[int, int]], batch: int, rounds: int
         med = {k: statistics.median(v) for k, v in times.items()}
         for (n, i), v in med.items():
             totals[n][i] += v
-        row = f"{c:>4} {f'{s}x{s}':>6} | " + " | ".join(
+        row = f"{group:>2} {c:>4} {f'{s}x{s}':>6} | " + " | ".join(
             " ".join(f"{med[(n, i)]:>7.2f}" for i in range(3)) for n in names)
         row += "".join(" | " + n + " " + " ".join(f"{med[('oneDNN', i)] / med[(n, i)]:.2f}" for i in range(3))
                        for n in builds)
         print(row, flush=True)
-    print(f"{'sum':>11} | " + " | ".join(" ".join(f"{v:>7.2f}" for v in totals[n]) for n in names)
+    print(f"{'sum':>14} | " + " | ".join(" ".join(f"{v:>7.2f}" for v in totals[n]) for n in names)
           + "".join(" | " + n + " " + " ".join(f"{totals['oneDNN'][i] / totals[n][i]:.2f}" for i in range(3))
                     for n in builds))
 
@@ -125,12 +132,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--isa", action="append", choices=sorted(native.ISA_FLAGS),
                     help="native build(s) to measure (default: the active one)")
-    ap.add_argument("--tune", nargs="+", metavar="ISA:FWD_P:WGRAD_RB", help="builds with other register tiles")
+    ap.add_argument("--tune", nargs="+", metavar="ISA:P:RB[:P8:RB8]",
+                    help="builds with other register tiles (forward pixels, weight-gradient rotations)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--cpu-time", action="store_true", help="thread CPU time instead of wall time")
-    ap.add_argument("--shapes", nargs="+", metavar="C:SIDE", help="default: every MGiaD shape")
+    ap.add_argument("--shapes", nargs="+", metavar="G:C:SIDE",
+                    help="channels per group, channels, image side (default: every MGiaD shape)")
     args = ap.parse_args()
     keep_freed_memory()  # as the mgiad command does: no page faults on the outputs
     if args.threads:
