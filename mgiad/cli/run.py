@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from mgiad.training.config import RunConfig
+from mgiad.training.values import check_count, check_device
 
 #: ``train`` flags declared explicitly (for ``--help``); each maps to a config key.
 _TRAIN_FLAGS: tuple[tuple[str, str, str], ...] = (
@@ -83,6 +85,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help=f"refuse images of more than N pixels (default: ${ENV_MAX_PIXELS} or "
+                   f"{MAX_IMAGE_PIXELS:,})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_predict)
@@ -147,6 +152,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def _device(name: str) -> Any:
     from mgiad.training.machine import resolve_device as resolve
 
+    check_device("--device", name)
     return resolve(name)
 
 
@@ -155,21 +161,16 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     import torch
 
     from mgiad.data.augment import BatchAugment
-    from mgiad.data.datasets import load_dataset, subset
+    from mgiad.data.datasets import subset
     from mgiad.training.checkpoint import checkpoint_path, load_model
     from mgiad.training.evaluate import evaluate
 
+    check_count("--batch-size", args.batch_size)
+    check_count("--subset-test", args.subset_test)
     device = _device(args.device)
     file = checkpoint_path(args.checkpoint)
     model, header = load_model(file, device=device)
-    data_dir = args.data_dir
-    config = file.parent / "config.json"
-    if data_dir is None and config.is_file():  # the run's own data location, if it set one
-        try:
-            data_dir = json.loads(config.read_text()).get("data_dir")
-        except (OSError, json.JSONDecodeError):
-            data_dir = None
-    data = load_dataset(header.get("dataset", ""), data_dir, download=args.download)
+    data = _eval_data(header.get("dataset", ""), args.data_dir, file, args.download)
     if data.num_classes != header["num_classes"] or data.in_chans != header["in_chans"]:
         raise ValueError(
             f"{file} was trained for {header['num_classes']} classes, {header['in_chans']} channels; "
@@ -186,18 +187,41 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     classes = list(header.get("classes") or data.classes)
     result = {
         "checkpoint": str(file), "model": header["model"], "epoch": header.get("epoch"),
-        "dataset": data.name, "test_images": len(data.y_test), "test_acc": acc,
-        "per_class": dict(zip(classes, per_class)),
+        "dataset": data.name, "data_source": data.source, "test_images": len(data.y_test),
+        "test_acc": acc, "per_class": dict(zip(classes, per_class)),
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{file}: {header['model']}, epoch {header.get('epoch', '?')}")
+    print(f"data: {data.source}")
     print(f"test accuracy {100 * acc:.2f}% on {len(data.y_test)} {data.name} test images")
     width = max(len(c) for c in classes)
     for name, a in zip(classes, per_class):
         print(f"  {name:<{width}}  {'-' if a is None else f'{100 * a:6.2f}%'}")
     return 0
+
+
+def _eval_data(dataset: str, data_dir: str | None, file: Path, download: bool) -> Any:
+    """The test data: from ``--data-dir`` (only there), else from where the run read it, else
+    from ``$MGIAD_DATA_DIR`` and the standard places (saying so on stderr)."""
+    from mgiad.data.datasets import DatasetNotFoundError, load_dataset
+
+    if data_dir is not None:
+        return load_dataset(dataset, data_dir, download=download)
+    config = file.parent / "config.json"
+    try:  # the run's own data location, if it set one
+        run_dir = json.loads(config.read_text()).get("data_dir") if config.is_file() else None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        run_dir = None
+    if run_dir is not None:
+        try:
+            return load_dataset(dataset, run_dir)
+        except DatasetNotFoundError:
+            print(f"mgiad eval: the run's data_dir {run_dir} no longer holds its data; searching "
+                  "$MGIAD_DATA_DIR and the standard places (--data-dir DIR to choose)",
+                  file=sys.stderr)
+    return load_dataset(dataset, None, download=download)
 
 
 def _normalisation(header: dict[str, Any], file: Any) -> tuple[list[float], list[float]]:
@@ -208,20 +232,59 @@ def _normalisation(header: dict[str, Any], file: Any) -> tuple[list[float], list
     return list(header["mean"]), list(header["std"])
 
 
-def load_image(path: str | Path, *, size: int, channels: int) -> Any:
-    """An image file as a (size, size, channels) uint8 tensor (grey or RGB, bilinear resize)."""
+#: The largest image ``predict`` decodes, in pixels: PIL's own guard against decompression bombs
+#: (about 9459 x 9459), which a small file claiming a huge size would otherwise defeat by filling
+#: the memory. ``--max-pixels N`` or ``$MGIAD_MAX_IMAGE_PIXELS`` raises it for trusted files.
+MAX_IMAGE_PIXELS = 89_478_485
+ENV_MAX_PIXELS = "MGIAD_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels(flag: int | None = None) -> int:
+    """The pixel limit: ``--max-pixels``, else ``$MGIAD_MAX_IMAGE_PIXELS``, else the default."""
+    if flag is not None:
+        check_count("--max-pixels", flag)
+        return flag
+    text = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"${ENV_MAX_PIXELS}={text!r} is not allowed: it must be a number of "
+                         "pixels >= 1 (or unset for the default)")
+    return value
+
+
+def load_image(path: str | Path, *, size: int, channels: int,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
+    """An image file as a (size, size, channels) uint8 tensor (grey or RGB, bilinear resize).
+
+    An image of more than ``max_pixels`` pixels is refused before it is decoded.
+    """
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    guard = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our limit below replaces PIL's (a traceback without a fix)
     try:
         with Image.open(path) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            if w * h > max_pixels:
+                raise ValueError(
+                    f"image {path} is {w}x{h} = {w * h:,} pixels, more than the limit of "
+                    f"{max_pixels:,}; if you trust the file, raise the limit with --max-pixels "
+                    f"{w * h} or ${ENV_MAX_PIXELS}={w * h}")
             img = img.convert("L" if channels == 1 else "RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array)
@@ -234,15 +297,16 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.data.augment import BatchAugment
     from mgiad.training.checkpoint import load_model
 
-    if args.topk < 1:
-        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+    check_count("--topk", args.topk)
+    max_pixels = max_image_pixels(args.max_pixels)
     device = _device(args.device)
     model, header = load_model(args.checkpoint, device=device)
     size, channels = int(header.get("image_size", 32)), int(header["in_chans"])
     classes = list(header.get("classes") or [str(i) for i in range(header["num_classes"])])
     mean, std = _normalisation(header, args.checkpoint)
     transform = BatchAugment(mean=mean, std=std, pad_to=header.get("pad_to")).test
-    x = torch.stack([load_image(p, size=size, channels=channels) for p in args.images])
+    x = torch.stack([load_image(p, size=size, channels=channels, max_pixels=max_pixels)
+                     for p in args.images])
     with torch.no_grad():
         probs = torch.softmax(model(transform(x.to(device))).float(), dim=1).cpu()
     k = min(args.topk, len(classes))

@@ -3,16 +3,20 @@
 ``parse_literal`` reads a model hyper-parameter (``--c_K=16``, ``--transfer_norm=false``,
 ``--widths=[16,32,64]``); ``_parse_text``/``_coerce`` read and type-check a value for a typed
 :class:`~mgiad.training.config.RunConfig` field; ``_split_overrides`` splits ``--key=value``
-arguments.
+arguments. ``check_count``, ``check_device`` and ``check_writable_dir`` check the values of
+command-line flags before a command does any work.
 """
 
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import numbers
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -107,6 +111,67 @@ def parse_literal(text: str) -> Any:
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             continue
     return text
+
+
+def check_count(flag: str, value: int | None, minimum: int = 1) -> None:
+    """A command-line count (``--batch-size``, ``--steps``, ...) must be an integer >= ``minimum``;
+    ``None`` (not given) passes."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def valid_device(device: str) -> bool:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (availability is checked on use)."""
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    kind, _, index = device.partition(":")
+    return kind == "cuda" and index.isdigit()
+
+
+def check_device(flag: str, device: str) -> None:
+    if not valid_device(device):
+        raise ValueError(f"{flag} {device!r} is not allowed: {flag} must be auto, cpu, cuda, "
+                         "cuda:N or mps")
+
+
+def check_writable_dir(what: str, path: str | os.PathLike[str]) -> None:
+    """Fail before any work if files cannot be created in directory ``path`` (``what`` names
+    it, e.g. ``--out-dir``): it, or the nearest of its parents that exists, must be a writable
+    directory. Nothing is created."""
+    target = Path(path).expanduser()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link: creating the directory would fail
+            break
+        probe = probe.parent
+    reason = None
+    if not probe.is_dir():
+        reason = os.strerror(errno.ENOTDIR)
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EROFS if _read_only(probe) else errno.EACCES)
+    if reason is not None:
+        at = "" if probe == target else f" (at {probe})"
+        raise ValueError(f"cannot write in {what} {target}: {reason}{at}")
+
+
+def check_writable_file(what: str, path: str | os.PathLike[str]) -> None:
+    """Fail before any work if file ``path`` cannot be written (a directory in its place, or a
+    directory it would go in that cannot be written). Nothing is created."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"cannot write {what} {target}: {os.strerror(errno.EISDIR)}; give a "
+                         "file name")
+    if target.exists() and not os.access(target, os.W_OK):
+        reason = os.strerror(errno.EROFS if _read_only(target) else errno.EACCES)
+        raise ValueError(f"cannot write {what} {target}: {reason}")
+    check_writable_dir(f"the directory of {what}", target.parent)
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
 
 
 def _split_overrides(args: list[str]) -> list[tuple[str, str | None]]:
