@@ -50,6 +50,7 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageData",
     "canonical_name",
+    "check_data_dir",
     "load_dataset",
     "subset",
 ]
@@ -64,15 +65,21 @@ def load_dataset(
 ) -> ImageData:
     """Load ``name`` (one of DATASET_NAMES or an alias) from disk.
 
-    Looks in ``data_dir``, then ``$MGIAD_DATA_DIR`` (``os.pathsep``-separated), then standard
-    places (``./data``, ``~/.cache/mgiad``, ``~/data``, ``../shared/data``,
-    ``../../shared/data``, the repository's neighbour ``shared/data``,
-    ``/usr/share/datasets/fashion-mnist``). Each may be the dataset folder itself or a parent
-    holding e.g. ``cifar10/``, ``cifar-10-batches-py/`` or ``FashionMNIST/raw/``.
-    With ``download=True`` a dataset found nowhere is fetched (torchvision's URLs and checksums)
-    into ``data_dir`` or ``~/.cache/mgiad`` and then read with the same checked readers.
+    With ``data_dir`` given, looks there only: a folder that holds no such dataset is an error
+    naming it (data found elsewhere would silently be other data than the one asked for).
+    Without, looks in ``$MGIAD_DATA_DIR`` (``os.pathsep``-separated), then the standard places
+    (``./data``, ``~/.cache/mgiad``, ``~/data``, ``../shared/data``, ``../../shared/data``, the
+    repository's neighbour ``shared/data``, ``/usr/share/datasets/fashion-mnist``). Each may be
+    the dataset folder itself or a parent holding e.g. ``cifar10/``, ``cifar-10-batches-py/``
+    or ``FashionMNIST/raw/``. With ``download=True`` a dataset found nowhere is fetched
+    (torchvision's URLs and checksums) into ``data_dir`` or ``~/.cache/mgiad`` and then read
+    with the same checked readers.
 
-    Raises DatasetNotFoundError (lists the places looked) or CorruptDatasetError.
+    ``ImageData.source`` of the result starts with the absolute path of the folder (or archive)
+    the data was read from, followed by its format in parentheses.
+
+    Raises DatasetNotFoundError (where it looked and how to get the data) or
+    CorruptDatasetError.
     """
     spec = _SPECS[canonical_name(name)]
     roots = _search_roots(spec, data_dir)
@@ -88,7 +95,23 @@ def load_dataset(
             return found
         raise DataError(f"{spec.title} was downloaded into {target} but its files are not "
                         "where expected; please report this")
+    if data_dir is not None:
+        raise DatasetNotFoundError(_not_in_data_dir_message(spec, Path(data_dir).expanduser()))
     raise DatasetNotFoundError(_not_found_message(spec, roots))
+
+
+def check_data_dir(name: str, data_dir: str | os.PathLike[str]) -> Path:
+    """The folder in ``data_dir`` that holds ``name``, found as :func:`load_dataset` finds it but
+    without reading it (a few file checks), or the DatasetNotFoundError ``load_dataset`` would
+    raise: to fail before work that would only later need the data (a sweep)."""
+    spec = _SPECS[canonical_name(name)]
+    root = Path(data_dir).expanduser()
+    if root.is_dir():
+        for detect, _ in _formats(spec):
+            for d in [root] + [root / s for s in spec.subdirs]:
+                if d.is_dir() and detect(spec, d):
+                    return Path(os.path.abspath(d))
+    raise DatasetNotFoundError(_not_in_data_dir_message(spec, root))
 
 
 def subset(
@@ -104,7 +127,7 @@ def subset(
     rng_test = np.random.default_rng([seed, 1])
     x_tr, y_tr = _take(data.x_train, data.y_train, train, data.num_classes, rng_train, "train")
     x_te, y_te = _take(data.x_test, data.y_test, test, data.num_classes, rng_test, "test")
-    note = f"subset(train={train}, test={test}, seed={seed}) of {data.source}"
+    note = f"{data.source} [subset: train={train}, test={test}, seed={seed}]"
     return replace(data, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, source=note)
 
 
@@ -149,9 +172,9 @@ def _standard_places(name: str) -> list[Path]:
 
 
 def _search_roots(spec: _Spec, data_dir: str | os.PathLike[str] | None) -> list[tuple[Path, str]]:
+    if data_dir is not None:  # an explicit folder is the only place: never data from elsewhere
+        return [(Path(data_dir).expanduser(), "data_dir")]
     roots: list[tuple[Path, str]] = []
-    if data_dir is not None:
-        roots.append((Path(data_dir).expanduser(), "data_dir"))
     for part in os.environ.get(ENV_DATA_DIR, "").split(os.pathsep):
         if part:
             roots.append((Path(part).expanduser(), f"${ENV_DATA_DIR}"))
@@ -166,6 +189,7 @@ def _load_from_root(spec: _Spec, root: Path) -> ImageData | None:
     """Read ``spec`` from ``root`` or one of its known subfolders; None if no format matches."""
     if not root.is_dir():
         return None
+    root = Path(os.path.abspath(root))  # the source of the data is recorded as a full path
     dirs = [root] + [root / s for s in spec.subdirs if (root / s).is_dir()]
     # Format priority beats folder order: an extracted copy wins over the archive next to it.
     for detect, read in _formats(spec):
@@ -181,6 +205,32 @@ def _formats(spec: _Spec) -> list[tuple[Callable[[_Spec, Path], bool],
         return [(_has_npz, _read_npz_dir), (_has_cifar_dir, _read_cifar_dir),
                 (_has_cifar_tar, _read_cifar_tar)]
     return [(_has_npz, _read_npz_dir), (_has_idx, _read_idx_dir)]
+
+
+def _looked_for(spec: _Spec) -> str:
+    if spec.archive:
+        return (f"train.npz + test.npz, {spec.base_folder}/ (the official python version: "
+                f"{', '.join(spec.train_files + spec.test_files)}, {spec.meta_file}) or "
+                f"{spec.archive}")
+    return "train.npz + test.npz or {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (IDX files)"
+
+
+def _not_in_data_dir_message(spec: _Spec, data_dir: Path) -> str:
+    """One line: the explicit data_dir, what is wrong with it, what was looked for, the fixes."""
+    if not data_dir.exists():
+        problem = "does not exist"
+    elif not data_dir.is_dir():
+        problem = "is not a directory"
+    else:
+        problem = f"holds no {spec.title}"
+    subdirs = ", ".join(f"{s}/" for s in spec.subdirs)
+    fetch = "" if problem == "is not a directory" else f"add --download to fetch it into {data_dir}, "
+    where = ("the Debian package dataset-fashion-mnist installs it in "
+             "/usr/share/datasets/fashion-mnist" if not spec.archive else f"it is {spec.url}")
+    return (f"data_dir={str(data_dir)!r} {problem} (mgiad looks in it and in its subfolders "
+            f"{subdirs} for {_looked_for(spec)}); give the folder that holds {spec.title} "
+            f"({where}), {fetch}or leave data_dir unset "
+            f"to search ${ENV_DATA_DIR} and the standard places")
 
 
 def _not_found_message(spec: _Spec, roots: list[tuple[Path, str]]) -> str:

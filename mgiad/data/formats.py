@@ -107,7 +107,7 @@ def _read_npz_dir(spec: _Spec, d: Path) -> ImageData:
         futures = [pool.submit(_read_npz, spec, d / f) for f in ("train.npz", "test.npz")]
         (train, names), (test, _) = (f.result() for f in futures)
     classes = _check_classes(spec, names, d / "train.npz")
-    return _assemble(spec, train, test, classes, f"{d / 'train.npz'}, {d / 'test.npz'}")
+    return _assemble(spec, train, test, classes, f"{d} (train.npz, test.npz)")
 
 
 def _read_npz(spec: _Spec, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], list[str] | None]:
@@ -327,7 +327,8 @@ def _read_idx_dir(spec: _Spec, d: Path) -> ImageData:
             raise _corrupt(spec, images_path, f"{len(images)} images but {labels_path.name} has "
                                               f"{len(labels)} labels")
         splits.append(_check_split(spec, images.reshape(*images.shape, 1), labels, images_path))
-    source = ", ".join(str(p) for p in paths.values())
+    gz = sum(p.suffix == ".gz" for p in paths.values() if p is not None)
+    source = f"{d} (IDX files{', gzipped' if gz == len(paths) else ''})"
     return _assemble(spec, splits[0], splits[1], list(spec.classes), source)
 
 

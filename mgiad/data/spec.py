@@ -138,6 +138,8 @@ class ImageData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: list[str]
+    #: where the data came from: the absolute path of the folder (or archive) read, then its
+    #: format in parentheses, then ``[subset: ...]`` for a subset (empty for data built in memory)
     source: str = ""
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
