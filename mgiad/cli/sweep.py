@@ -20,7 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
+
+from mgiad.training.values import check_count, check_writable_dir
 
 _OVERRIDES_HELP = (
     "Any RunConfig key can be overridden for every run as --key=value (as for `mgiad train`, e.g. "
@@ -70,8 +73,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.experiments.sweep import sweep
     from mgiad.experiments.variant import make_variant, parse_seeds, plan
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    for flag in ("workers", "time", "cpus_per_task", "mem_gb", "array_parallelism"):
+        check_count(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_count("--gpus-per-task", args.gpus_per_task, minimum=0)  # 0: a CPU-only job
     variant = make_variant(args.experiment, _overrides(args, extra), args.results_dir)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     jobs = plan(variant, seeds=seeds, rows=args.rows)
@@ -82,6 +86,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         for job in jobs:
             print(f"  {run_state(job):<8} {job.run_id}")
         return 0
+    check_writable_dir("--results-dir", variant.dir)  # before any run starts
     if args.slurm:
         extra_params: dict[str, Any] = {}
         if args.slurm_setup:
@@ -106,6 +111,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"follow with `squeue --me`; when done: mgiad report {args.experiment} "
                   + " ".join(_overrides(args, extra)))
         return 0
+    _check_data_dirs(jobs)
     gpus = [g for g in args.gpus.split(",") if g] if args.gpus is not None else None
     try:
         result = sweep(variant, jobs, workers=args.workers, gpus=gpus, reuse=not args.no_reuse)
@@ -123,17 +129,55 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     return 0 if result.ok else 1
 
 
+def _check_data_dirs(jobs: list[Any]) -> None:
+    """A ``data_dir`` that does not hold its data set fails here, before any run starts (and
+    writes a lock or a run directory); on a cluster the data may live on the nodes only."""
+    from mgiad.data.datasets import check_data_dir
+
+    for dataset, data_dir in sorted({(j.config["dataset"], j.config.get("data_dir")) for j in jobs
+                                     if j.config.get("data_dir") and not j.config.get("download")}):
+        check_data_dir(dataset, data_dir)
+
+
 def _hint(variant: Any) -> None:
     print(f"report: mgiad report {variant.dir}   plots: mgiad plot {variant.dir}")
 
 
+def _no_records(args: argparse.Namespace, variant: Any, what: str) -> bool:
+    """True (after saying what is missing and how to make it) if the variant has no records and
+    no ``--out`` was given: then nothing is written, least of all into the results directory."""
+    from mgiad.experiments.records import read_records
+    from mgiad.experiments.variant import plan
+
+    plan(variant)  # a bad override or row fails first, with its own message
+    if read_records(variant.records_path) or args.out is not None:
+        return False
+    experiment = variant.experiment.name if Path(args.experiment).is_dir() else args.experiment
+    sweep = " ".join(["mgiad sweep", experiment, *variant.overrides]
+                     + ([f"--results-dir {args.results_dir}"] if args.results_dir != "results" else []))
+    print(f"mgiad {args.command}: no records yet in {variant.records_path}; `{sweep}` makes them. "
+          f"{what}; nothing written (--out DIR writes the files anyway)", file=sys.stderr)
+    return True
+
+
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    """Print the table and write report.md / report.csv next to the records."""
-    from mgiad.experiments.report import write_report
+    """Print the table and write report.md / report.csv next to the records (or in --out).
+
+    With no records yet the table (the paper's numbers, our weight counts) is printed, and
+    written only where ``--out`` says."""
+    from mgiad.experiments.report import build_report, write_report
     from mgiad.experiments.variant import find_variant
 
+    if args.out is not None:
+        check_writable_dir("--out", args.out)
     variant = find_variant(args.experiment, _overrides(args, extra), args.results_dir,
                            log=lambda m: print(m, file=sys.stderr))
+    if _no_records(args, variant, "Showing the paper's numbers only"):
+        text, markdown, csv_text = build_report(variant)
+        print({"markdown": markdown, "csv": csv_text}.get(args.format, text), end="")
+        return 0
+    if args.out is None:
+        check_writable_dir("--results-dir", variant.dir)
     text, files = write_report(variant, args.out)
     if args.format == "markdown":
         print(files[0].read_text(), end="")
@@ -150,8 +194,14 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.experiments.plot import plot_experiment
     from mgiad.experiments.variant import find_variant
 
+    if args.out is not None:
+        check_writable_dir("--out", args.out)
     variant = find_variant(args.experiment, _overrides(args, extra), args.results_dir,
                            log=lambda m: print(m, file=sys.stderr))
+    if _no_records(args, variant, "No plot drawn"):
+        return 0
+    if args.out is None:
+        check_writable_dir("--results-dir", variant.dir)
     files = plot_experiment(variant, args.out)
     print("\n".join(str(f) for f in files))
     return 0
@@ -220,12 +270,15 @@ def add_commands(sub: Any) -> None:
             "Print the experiment's table in the paper's layout (weights, test accuracy mean ± "
             "std, train accuracy; ours, the paper's and Δ) and write report.md and report.csv "
             "next to the records. Without overrides: the paper-recipe results, else the newest "
-            "reduced variant; with overrides: the variant they select.", 88),
+            "reduced variant; with overrides: the variant they select. Before any record "
+            "exists it prints the paper's numbers and writes nothing, unless --out is given.", 88),
     )
     _common(p)
     p.add_argument("--format", choices=("text", "markdown", "csv"), default="text",
-                   help="what to print (default text); both files are always written")
-    p.add_argument("--out", metavar="DIR", help="write the files here (default: the results directory)")
+                   help="what to print (default text); both files are written (once there are "
+                   "records, or with --out)")
+    p.add_argument("--out", metavar="DIR", help="write the files here (default: the results "
+                   "directory, and only once it holds records)")
     p.set_defaults(func=cmd_report, accepts_overrides=True)
 
     p = sub.add_parser(
@@ -233,8 +286,10 @@ def add_commands(sub: Any) -> None:
         help="weights vs test accuracy (Figure 7) and training curves, PNG and SVG",
         description="Draw weights (log) vs test accuracy, ours filled and the paper's hollow, one "
         "marker and colour per model family (for figure_7: the paper's Figure 7), and the test "
-        "accuracy and loss per epoch of every run; PNG and SVG.",
+        "accuracy and loss per epoch of every run; PNG and SVG. Before any record exists it "
+        "draws nothing, unless --out is given (then the paper's points alone).",
     )
     _common(p)
-    p.add_argument("--out", metavar="DIR", help="write the files here (default: the results directory)")
+    p.add_argument("--out", metavar="DIR", help="write the files here (default: the results "
+                   "directory, and only once it holds records)")
     p.set_defaults(func=cmd_plot, accepts_overrides=True)

@@ -234,18 +234,26 @@ def format_csv(variant: Variant, results: Sequence[RowResult]) -> str:
     return buf.getvalue()
 
 
+def build_report(variant: Variant, records: list[dict[str, Any]] | None = None) -> tuple[str, str, str]:
+    """The report as (text, Markdown, CSV), written nowhere."""
+    records = read_records(variant.records_path) if records is None else records
+    results = summarize(variant, records)
+    return (format_text(variant, results, records), format_markdown(variant, results, records),
+            format_csv(variant, results))
+
+
 def write_report(variant: Variant, out_dir: str | Path | None = None) -> tuple[str, list[Path]]:
     """Build the report; write ``report.md`` and ``report.csv``; return (text, files)."""
-    records = read_records(variant.records_path)
-    results = summarize(variant, records)
+    text, markdown, csv_text = build_report(variant)
     if out_dir is None:  # the directory then also says which experiment it belongs to
         ensure_variant_file(variant)
     out = Path(out_dir) if out_dir is not None else variant.dir
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.md", out / "report.csv"]
-    files[0].write_text(format_markdown(variant, results, records), encoding="utf-8")
-    files[1].write_text(format_csv(variant, results), encoding="utf-8")
-    return format_text(variant, results, records), files
+    files[0].write_text(markdown, encoding="utf-8")
+    files[1].write_text(csv_text, encoding="utf-8")
+    return text, files
 
 
-__all__ = ["RowResult", "format_csv", "format_markdown", "format_text", "summarize", "write_report"]
+__all__ = ["RowResult", "build_report", "format_csv", "format_markdown", "format_text", "summarize",
+           "write_report"]
