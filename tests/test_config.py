@@ -50,11 +50,11 @@ def test_step_schedule() -> None:
 def test_override_forms() -> None:
     cfg = RunConfig().with_overrides([
         "--lr=0.1", "--epochs", "3", "--download", "--batch-size=64", "--subset_train=none",
-        "--model_kwargs.c_K=16", "--model_kwargs.widths=(8,16,32)", "--model_kwargs.lam=1.5",
+        "--model_kwargs.c_K=12", "--model_kwargs.widths=(8,16,32)", "--model_kwargs.lam=1.5",
         "--model_kwargs.transfer_norm=false", "--channels_last=false", "--time_budget_s=60",
     ])
     assert (cfg.lr, cfg.epochs, cfg.download, cfg.batch_size, cfg.subset_train) == (0.1, 3, True, 64, None)
-    assert cfg.model_kwargs == {"c_K": 16, "widths": (8, 16, 32), "lam": 1.5, "transfer_norm": False}
+    assert cfg.model_kwargs == {"c_K": 12, "widths": (8, 16, 32), "lam": 1.5, "transfer_norm": False}
     assert cfg.channels_last is False and cfg.time_budget_s == 60.0
     whole = RunConfig().with_overrides(['--model_kwargs={"g_s": 8}'])
     assert whole.model_kwargs == {"g_s": 8}
@@ -66,8 +66,12 @@ def test_override_forms() -> None:
     ("override", "fragments"),
     [
         (["--lrr=0.1"], ["'lrr'", "did you mean lr"]),
-        (["--c_k=16"], ["'c_k'", "--model_kwargs.c_k"]),
-        (["--model=resnet20", "--c_K=16"], ["'c_K'", "--model_kwargs.c_K"]),
+        (["--c_k=16"], ["'c_k'", "did you mean c_K (a hyper-parameter of mgiad)?"]),
+        (["--model=resnet20", "--c_K=16"], ["resnet20 has no hyper-parameter 'c_K'",
+                                            "resnet20's hyper-parameters: blocks, maxpool, shortcut"]),
+        (["--model_kwargs.c_k=16"], ["model_kwargs.c_k=16", "did you mean c_K?"]),
+        (["--widths=abc"], ["widths", "'abc'", "list of positive integers"]),
+        (["--c_K"], ["--c_K", "needs a value"]),
         (["--lr=abc"], ["lr", "'abc'", "a number"]),
         (["--epochs=1.5"], ["epochs", "'1.5'", "an integer"]),
         (["--download=maybe"], ["download", "true or false"]),

@@ -292,12 +292,27 @@ def test_download_uses_own_reader(isolated: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_missing_dataset_message(isolated: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as info:
-        load_dataset("cifar100", isolated / "nowhere")
+        load_dataset("cifar100")
     message = str(info.value)
-    assert str(isolated / "nowhere") in message and "does not exist" in message
-    assert str(isolated.parent / "std") in message  # every place looked is listed
+    assert str(isolated.parent / "std") in message and "does not exist" in message  # every place
     assert "--download" in message and D.ENV_DATA_DIR in message
     assert "cifar-100-python.tar.gz" in message
+
+
+def test_explicit_data_dir_is_the_only_place(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data_dir without the data is an error naming it, even when the data is elsewhere."""
+    _tiny_npz(isolated / "cifar10")
+    monkeypatch.setenv(D.ENV_DATA_DIR, str(isolated))
+    assert load_dataset("cifar10").source == f"{isolated / 'cifar10'} (train.npz, test.npz)"
+    (isolated / "empty").mkdir()
+    for where, problem in (("nowhere", "does not exist"), ("empty", "holds no CIFAR-10")):
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_dataset("cifar10", isolated / where)
+        message = str(info.value)
+        assert message.startswith(f"data_dir='{isolated / where}' {problem}") and "\n" not in message
+        assert "cifar-10-python.tar.gz" in message and "--download" in message
+    relative = load_dataset("cifar10", "root/cifar10")  # recorded as the full path
+    assert relative.source.startswith(str(isolated / "cifar10") + " ")
 
 
 def test_missing_fashionmnist_mentions_debian_package(isolated: Path) -> None:

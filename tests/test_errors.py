@@ -26,7 +26,7 @@ from mgiad.models.registry import register_model
         ("mgiad", {"eta_pre": 0, "eta_post": 0}, ["eta_pre + eta_post", ">= 1"]),
         ("mgiad", {"eta_post": 1.5}, ["eta_post", "integer", "1.5"]),
         ("mgiad", {"levels": 5}, ["levels", "3 or 4", "5"]),
-        ("mgiad", {"num_classes": 0}, ["num_classes", ">= 1"]),
+        ("mgiad", {"num_classes": -1}, ["num_classes", ">= 0"]),  # 0: no classifier (timm)
         ("mgiad", {"in_chans": 0}, ["in_chans", ">= 1"]),
         ("mgiad", {"widths": ()}, ["widths", "at least one"]),
         ("mgiad", {"widths": (64, -8)}, ["widths[1]", ">= 1", "-8"]),

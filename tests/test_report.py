@@ -105,10 +105,18 @@ def test_report_cli_finds_the_reduced_variant(reduced, capsys) -> None:
 
 
 def test_report_before_any_run_shows_the_paper(tmp_path, capsys) -> None:
+    """No records: the paper's numbers are printed, what is missing is said, nothing is written
+    (unless --out asks for the files)."""
     assert cli.main(["report", "table_II", "--results-dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "runs: 0/63 completed" in out and "94.62 ± 0.10" in out and "391.6" in out
-    assert (tmp_path / "table_II" / "report.md").is_file()
+    captured = capsys.readouterr()
+    assert "runs: 0/63 completed" in captured.out and "94.62 ± 0.10" in captured.out
+    assert "391.6" in captured.out
+    assert f"no records yet in {tmp_path / 'table_II' / 'records.jsonl'}" in captured.err
+    assert f"`mgiad sweep table_II --results-dir {tmp_path}` makes them" in captured.err
+    assert list(tmp_path.iterdir()) == []
+    assert cli.main(["report", "table_II", "--results-dir", str(tmp_path), "--out",
+                     str(tmp_path / "out")]) == 0
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["report.csv", "report.md"]
 
 
 def check_image(path: Path, min_size: int = 10_000) -> None:
@@ -157,5 +165,5 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    assert cli.main(["plot", "IV", "--results-dir", str(tmp_path)]) == 2
+    assert cli.main(["plot", "IV", "--results-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "pip install 'mgiad[plot]'" in capsys.readouterr().err

@@ -15,13 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mgiad", description="MGiaD: multigrid in all dimensions")
     parser.add_argument("--version", action="version", version=f"mgiad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from . import bench, demo, params, run, sweep  # noqa: I001  (loaded on use)
+    from . import bench, demo, native, params, run, sweep  # noqa: I001  (loaded on use)
 
     params.add_commands(sub)
     run.add_commands(sub)
     bench.add_commands(sub)
     sweep.add_commands(sub)
     demo.add_commands(sub)
+    native.add_commands(sub)
     args, extra = parser.parse_known_args(argv)
     keep_freed_memory()  # faster CPU tensors (mgiad/perf/allocator.py); changes no number
     if extra and not getattr(args, "accepts_overrides", False):
@@ -30,4 +31,30 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, extra) or 0)
     except ValueError as e:  # bad input: a clear message, no traceback
         print(f"mgiad {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `mgiad ... | head`: the reader has gone, nothing left to say
+        import os
+
+        try:  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141  # 128 + SIGPIPE, as the shell reports a command killed by the pipe
+    except OSError as e:  # read-only or full disk, no permission, a file in the way: one line
+        import errno
+
+        path = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        what, fix = {
+            errno.ENOSPC: ("cannot write", "free space there or write elsewhere"),
+            getattr(errno, "EDQUOT", errno.ENOSPC): ("cannot write", "free space there or "
+                                                     "write elsewhere"),
+            errno.EFBIG: ("cannot write", "write elsewhere"),
+            errno.EROFS: ("cannot write", "choose a location you can write to"),
+            errno.EACCES: ("cannot access", "check its permissions or choose another location"),
+            errno.EPERM: ("cannot access", "check its permissions or choose another location"),
+            errno.EEXIST: ("cannot create", "a file is in the way; remove it or choose another path"),
+            errno.ENOTDIR: ("cannot use", "a part of the path is a file, not a directory"),
+        }.get(e.errno, ("cannot use", ""))
+        print(f"mgiad {args.command}: error: {what}{f' {path}' if path else ''}: "
+              f"{e.strerror or e}{f'; {fix}' if fix else ''}", file=sys.stderr)
         return 2
