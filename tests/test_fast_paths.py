@@ -175,3 +175,18 @@ def test_pair_transfers_equal_the_grouped_convolution(cls, channels_last: bool) 
     conv.weight.grad = None
     conv(x.detach()).sum().backward()  # an input without gradient: the weight's alone
     assert conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("spread", [False, True], ids=["pair_sum", "pair_spread"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pair_products_are_operators_with_fake_and_autograd(spread: bool, channels_last: bool) -> None:
+    """torch.library.opcheck: schema, fake tensors (strides included), autograd registration."""
+    from mgiad.ops.pairconv import pair_spread, pair_sum
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 4 if spread else 8, 3, 5).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(*((8, 1) if spread else (4, 2)), 1, 1, requires_grad=True)  # as the modules hold it
+    op = pair_spread if spread else pair_sum
+    torch.library.opcheck(op, (x, w))
+    assert torch.autograd.gradgradcheck(op, (x.double().detach().requires_grad_(),
+                                             w.double().detach().requires_grad_()))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
+from .export import exporting_onnx
 
 CL = torch.channels_last
 #: channels per group the native kernels compute
@@ -129,7 +130,8 @@ group_conv3x3_weight_grad.register_autograd(_weight_grad_backward, setup_context
 def applies(x: Tensor, conv: torch.nn.Conv2d, weight: Tensor) -> bool:
     """Whether ``conv(x)`` (with ``weight``) runs the native kernel: a CPU float32 channels_last
     input, no autocast, 3×3, stride 1, padding 1, no dilation or bias, groups of a size the
-    kernels compute, and the kernels available (decided, and built, on the first such call)."""
+    kernels compute, no ONNX export running, and the kernels available (decided, and built, on
+    the first such call)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.dim() == 4 and x.is_contiguous(memory_format=CL)
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
@@ -137,6 +139,7 @@ def applies(x: Tensor, conv: torch.nn.Conv2d, weight: Tensor) -> bool:
             and conv.in_channels == conv.out_channels and conv.groups > 1
             and conv.in_channels // conv.groups in NATIVE_GROUP_SIZES
             and not torch.is_autocast_enabled("cpu")
+            and not exporting_onnx()
             and _active())
 
 

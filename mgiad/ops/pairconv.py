@@ -8,70 +8,112 @@ strided channel views are exact and faster (forward+backward on a 2-core Xeon, b
 channels_last: 64→32 channels at 32×32 31.2 → 28.5 ms, 256→128 at 8×8 12.0 → 7.2 ms;
 ``python benchmarks/kernels.py`` §3, docs/performance.md). The weight gradient keeps the
 built-in kernel, which is fast for it. The modules stay ``nn.Conv2d`` (same weights, state
-dict, hooks); off the CPU they run the built-in convolution.
+dict, hooks); off the CPU they run the built-in convolution. The two products are operators
+(``mgiad::pair_sum``, ``mgiad::pair_spread``), so compiled, exported and traced models hold
+them as one node each.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.autograd.function import once_differentiable
+from torch import Tensor
+
+from .export import exporting_onnx
 
 _conv_backward = torch.ops.aten.convolution_backward
 
 
-def _weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
-    return _conv_backward(g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups,
-                          [False, True, False])[1]
+def _weight_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:
+    """dw_{2j+k} = Σ wide_{2j+k} · narrow_j over batch and pixels, wide the one of x, g with twice
+    the channels: the built-in kernel's weight gradient (fast for it) of the 1×1 convolution with
+    c/2 groups that has x as input and g as output gradient (in either direction, also when a
+    second-order gradient asks for it with x and g the other way round)."""
+    half = min(x.shape[1], g.shape[1])
+    shape = [half, 2, 1, 1] if x.shape[1] > g.shape[1] else [2 * half, 1, 1, 1]
+    gw = _conv_backward(g, x, w.reshape(shape), None, [1, 1], [0, 0], [1, 1], False, [0, 0], half,
+                        [False, True, False])[1]
+    return gw.reshape(w.shape)
 
 
 _EVEN, _ODD = slice(0, None, 2), slice(1, None, 2)
 
 
-def _channel(w: torch.Tensor, k: slice) -> torch.Tensor:
+def _channel(w: Tensor, k: slice) -> Tensor:
     """Weights of one member of every channel pair, shaped to scale [N, C, H, W]."""
     return w.flatten()[k].view(1, -1, 1, 1)
 
 
-def _sum_pairs(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _format(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+
+
+def _empty(x: Tensor, channels: int) -> Tensor:
+    n, _, h, wd = x.shape
+    return torch.empty((n, channels, h, wd), dtype=x.dtype, device=x.device, memory_format=_format(x))
+
+
+# Registered as operators (``torch.library.custom_op``, with fake tensors and autograd) so that
+# torch.compile, torch.export, tracing and ONNX export see one operator each; the outputs are
+# channels_last exactly when the input is.
+
+
+@torch.library.custom_op("mgiad::pair_sum", mutates_args=())
+def pair_sum(x: Tensor, w: Tensor) -> Tensor:
     """y_j = w_{2j} x_{2j} + w_{2j+1} x_{2j+1} (w flattened): R̂, Π̂, and P̂'s input gradient."""
-    return (x[:, _EVEN] * _channel(w, _EVEN)).addcmul_(x[:, _ODD], _channel(w, _ODD))
+    y = _empty(x, x.shape[1] // 2)
+    torch.mul(x[:, _EVEN], _channel(w, _EVEN), out=y)
+    return y.addcmul_(x[:, _ODD], _channel(w, _ODD))
 
 
-def _spread(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+@pair_sum.register_fake
+def _(x: Tensor, w: Tensor) -> Tensor:
+    return _empty(x, x.shape[1] // 2)
+
+
+@torch.library.custom_op("mgiad::pair_spread", mutates_args=())
+def pair_spread(x: Tensor, w: Tensor) -> Tensor:
     """y_{2j} = w_{2j} x_j, y_{2j+1} = w_{2j+1} x_j: P̂, and R̂'s, Π̂'s input gradient."""
-    n, c, h, wd = x.shape
-    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-    y = torch.empty((n, 2 * c, h, wd), dtype=x.dtype, device=x.device, memory_format=fmt)
+    y = _empty(x, 2 * x.shape[1])
     torch.mul(x, _channel(w, _EVEN), out=y[:, _EVEN])
     torch.mul(x, _channel(w, _ODD), out=y[:, _ODD])
     return y
 
 
-class _PairProduct(torch.autograd.Function):
-    """``_sum_pairs`` (c → c/2) or ``_spread`` (c/2 → c); each is the other's adjoint."""
+@pair_spread.register_fake
+def _(x: Tensor, w: Tensor) -> Tensor:
+    return _empty(x, 2 * x.shape[1])
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, spread: bool) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.spread = spread
-        return _spread(x, w) if spread else _sum_pairs(x, w)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+def _save(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _pair_backward(spread: bool):
+    """Each product is the other's adjoint in x; the weight gradient is the built-in kernel's
+    (fast for it), with groups = c/2 either way."""
+
+    def backward(ctx, g: Tensor):
         x, w = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = _sum_pairs(g, w) if ctx.spread else _spread(g, w)
-        if ctx.needs_input_grad[1]:  # groups = c/2 either way
-            gw = _weight_grad(g, x, w, min(x.shape[1], g.shape[1]))
-        return gx, gw, None
+            gx = pair_sum(g, w) if spread else pair_spread(g, w)
+        if ctx.needs_input_grad[1]:
+            gw = _weight_grad(g, x, w)
+        return gx, gw
+
+    return backward
+
+
+pair_sum.register_autograd(_pair_backward(False), setup_context=_save)
+pair_spread.register_autograd(_pair_backward(True), setup_context=_save)
 
 
 def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """CPU, one dtype, no autocast: where the elementwise form was measured and is exact."""
-    return x.device.type == "cpu" and x.dtype == w.dtype and not torch.is_autocast_enabled("cpu")
+    """CPU, one dtype, no autocast: where the elementwise form was measured and is exact (and
+    no ONNX export, which writes the built-in convolution as ONNX's own Conv)."""
+    return (x.device.type == "cpu" and x.dtype == w.dtype and not torch.is_autocast_enabled("cpu")
+            and not exporting_onnx())
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -85,7 +127,7 @@ class PairRestriction(nn.Conv2d):
         super().__init__(channels, channels // 2, 1, groups=channels // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _PairProduct.apply(x, self.weight, False) if _fast(x, self.weight) else super().forward(x)
+        return pair_sum(x, self.weight) if _fast(x, self.weight) else super().forward(x)
 
 
 class PairInterpolation(nn.Conv2d):
@@ -95,4 +137,4 @@ class PairInterpolation(nn.Conv2d):
         super().__init__(channels // 2, channels, 1, groups=channels // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _PairProduct.apply(x, self.weight, True) if _fast(x, self.weight) else super().forward(x)
+        return pair_spread(x, self.weight) if _fast(x, self.weight) else super().forward(x)
