@@ -1,0 +1,92 @@
+"""Whole training steps and inference with the native kernels on and off, in one process.
+
+    python benchmarks/native_models.py > results/performance/native-models-CPU.txt
+
+For each model (fp32, channels_last, batch 128, 32×32): a training step (forward, backward, SGD)
+and an inference forward, with ``MGIAD_NATIVE`` unset (native kernels) and ``=0`` (built-in
+convolutions), switched per measurement in interleaved rounds (on off on off ...), so the ratio
+holds on a machine that others use too; each figure is the median over rounds. ``mgiad bench``
+gives the same models' ratios to ResNet18/20, one process per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+from mgiad.ops import native
+from mgiad.perf.allocator import keep_freed_memory
+from mgiad.perf.bench import _batch, _setup, train_step
+
+sys.path.insert(0, os.path.dirname(__file__))
+from native_kernels import cpu_model, load_average  # noqa: E402
+
+MODELS = ["mgiad", "mgiad:c_K=16,g_s=4", "mgiad_3lvl"]
+
+
+def _native(on: bool) -> None:
+    if on:
+        os.environ.pop(native.ENV, None)
+    else:
+        os.environ[native.ENV] = "0"
+    native._reset()
+    assert (native.kernels() is not None) == on, native.status()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", default=MODELS)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    keep_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device("cpu")
+    _native(True)
+    isa = native.status()["isa"]
+    print(f"# {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; native "
+          f"build {isa}; batch {args.batch}, 32x32, fp32, channels_last; median of {args.rounds} "
+          f"interleaved rounds of {args.steps} steps")
+    print(f"# command: python benchmarks/native_models.py {' '.join(sys.argv[1:])}")
+    print(f"# load average before: {load_average()}")
+    print(f"{'model':<24} {'train ms/step':>14} {'(built-in)':>11} {'×':>5} "
+          f"{'infer ms/batch':>15} {'(built-in)':>11} {'×':>5}")
+    for spec in args.models:
+        model, opt = _setup(spec, dev, True)
+        x, y = _batch(model, args.batch, 32, dev, True)
+        times: dict[tuple[bool, str], list[float]] = {}
+        for on in (True, False):  # warm-up
+            _native(on)
+            train_step(model, opt, x, y, dev, "fp32")
+        for _ in range(args.rounds):
+            for on in (True, False):
+                _native(on)
+                model.train()
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    train_step(model, opt, x, y, dev, "fp32")
+                times.setdefault((on, "train"), []).append((time.perf_counter() - t) / args.steps * 1e3)
+                model.eval()
+                with torch.no_grad():
+                    t = time.perf_counter()
+                    for _ in range(args.steps):
+                        model(x)
+                times.setdefault((on, "infer"), []).append((time.perf_counter() - t) / args.steps * 1e3)
+        m = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{spec:<24} {m[(True, 'train')]:>14.0f} {m[(False, 'train')]:>11.0f} "
+              f"{m[(False, 'train')] / m[(True, 'train')]:>5.2f} {m[(True, 'infer')]:>15.0f} "
+              f"{m[(False, 'infer')]:>11.0f} {m[(False, 'infer')] / m[(True, 'infer')]:>5.2f}", flush=True)
+    _native(True)
+    print(f"# load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
