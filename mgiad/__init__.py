@@ -6,11 +6,35 @@ The package holds four systems, each a subpackage (README, "Layout"): the networ
 (:mod:`mgiad.cli`), plus :mod:`mgiad.perf`.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
 
 # ruff: noqa: E402, I001  (the version first: submodules read it)
 from . import _moved  # noqa: F401  (old flat module paths: mgiad.train, mgiad.layers, ...)
-from . import models  # noqa: F401  (registers the models)
-from .models.registry import create_model, list_models, model_defaults, model_doc, model_hyperparameters
+from . import _timm  # the models in timm.create_model, once timm is imported
 
-__all__ = ["create_model", "list_models", "model_defaults", "model_doc", "model_hyperparameters", "__version__"]
+_timm.install()
+
+#: The model API, loaded on first use (PEP 562): ``import mgiad`` alone does not load torch,
+#: so that ``mgiad --help`` starts in a fraction of a second.
+_REGISTRY = ("create_model", "list_models", "model_defaults", "model_doc", "model_hyperparameters")
+
+__all__ = [*_REGISTRY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY:
+        from . import models  # noqa: F401  (registers the models; loads torch)
+        from .models import registry
+
+        value = getattr(registry, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mgiad' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_REGISTRY})

@@ -5,10 +5,23 @@ experiments/sweep/report/plot, ``demo``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import MutableMapping
 
 from mgiad import __version__
 from mgiad.perf.allocator import keep_freed_memory
+
+
+def openmp_wait_policy(command: str, environ: MutableMapping[str, str] = os.environ, *,
+                       torch_loaded: bool | None = None) -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy: torch's waiting threads then
+    sleep instead of spinning, so that a core taken by another process does not stall every step
+    (docs/training.md, "Threads and progress"). libgomp reads it once, when torch loads, so this
+    runs before that; ``mgiad bench`` keeps torch's default, which is what it measures."""
+    loaded = "torch" in sys.modules if torch_loaded is None else torch_loaded
+    if command != "bench" and not loaded:
+        environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_commands(sub)
     native.add_commands(sub)
     args, extra = parser.parse_known_args(argv)
+    openmp_wait_policy(args.command)  # before anything loads torch
     keep_freed_memory()  # faster CPU tensors (mgiad/perf/allocator.py); changes no number
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

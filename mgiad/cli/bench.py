@@ -5,28 +5,32 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
-
-from mgiad.perf.bench import (
-    DEFAULT_BASELINES,
-    DEFAULT_MODELS,
-    bench,
-    check_baselines,
-    format_table,
-    machine,
-    to_json,
-)
+from mgiad.perf.targets import DEFAULT_BASELINES, DEFAULT_MODELS
+from mgiad.training.values import check_count, check_device, check_writable_file
 
 
 def cmd_bench(args: Any, extra: list[str]) -> int:
+    import torch
+
+    from mgiad.perf.bench import bench, check_baselines, check_specs, format_table, machine, to_json
+    from mgiad.training.machine import resolve_device
+
+    # Every input is checked before the minutes of measuring.
+    for flag in ("batch", "image_size", "steps", "rounds", "threads"):
+        check_count(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_device("--device", args.device)
+    resolve_device(args.device)  # available here?
+    if args.json:
+        check_writable_file("--json", args.json)
     specs = args.models or DEFAULT_MODELS
     if not args.models and not args.baseline:
         args.baseline = DEFAULT_BASELINES
+    check_specs(specs)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
                                               "precision", "channels_last")}
-    check_baselines(specs, args.baseline)  # fail before the minutes of measuring
+    check_baselines(specs, args.baseline)
     print(f"mgiad bench: {len(specs)} models, {args.rounds} interleaved rounds of {args.steps} steps, "
           f"batch {args.batch}{'' if args.no_memory else ', then peak memory'} ...", file=sys.stderr, flush=True)
     results = bench(specs, batch=args.batch, image_size=args.image_size, steps=args.steps,

@@ -8,11 +8,13 @@ for a few minutes, then prints test accuracy, weights and time.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from mgiad.data.datasets import DatasetNotFoundError, load_dataset
 from mgiad.training.config import RunConfig
+from mgiad.training.values import check_count
 
 #: The demo's run per dataset: model, and a budget of a few CPU minutes.
 _DEMO = {
@@ -23,6 +25,8 @@ _DEMO = {
 
 def _find_data(dataset: str | None, data_dir: str | None, download: bool) -> Any:
     """The requested dataset, or the first of FashionMNIST, CIFAR-10 that is found."""
+    from mgiad.data.datasets import DatasetNotFoundError, load_dataset  # loads torch
+
     if dataset is not None:
         return load_dataset(dataset, data_dir, download=download)
     errors = []
@@ -33,22 +37,48 @@ def _find_data(dataset: str | None, data_dir: str | None, download: bool) -> Any
             errors.append(str(e))
     if download:
         return load_dataset("fashionmnist", data_dir, download=True)
+    if data_dir is not None:  # one line about the folder the user named
+        where = Path(data_dir).expanduser()
+        problem = ("does not exist" if not where.exists() else "is not a directory"
+                   if not where.is_dir() else "holds neither FashionMNIST nor CIFAR-10")
+        raise DatasetNotFoundError(
+            f"--data-dir {where} {problem}; the demo reads FashionMNIST (IDX files, e.g. from the "
+            "Debian package dataset-fashion-mnist) or CIFAR-10 (cifar-10-batches-py/ or its "
+            ".tar.gz) from there: give the folder that holds one, add --download to fetch "
+            "FashionMNIST into it, or leave --data-dir unset to search $MGIAD_DATA_DIR and the "
+            "standard places")
     raise DatasetNotFoundError("the demo needs FashionMNIST or CIFAR-10:\n" + "\n".join(errors))
 
 
-def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
-    from mgiad.training.loop import train
-
-    data = _find_data(args.dataset, args.data_dir, args.download)
-    recipe = _DEMO.get(data.name, _DEMO["cifar10"])
-    cfg = RunConfig(
-        model=recipe["model"], dataset=data.name, epochs=args.epochs or recipe["epochs"],
+def _config(data_name: str, args: argparse.Namespace, extra: list[str]) -> RunConfig:
+    recipe = _DEMO.get(data_name, _DEMO["cifar10"])
+    return RunConfig(
+        model=recipe["model"], dataset=data_name,
+        epochs=args.epochs if args.epochs is not None else recipe["epochs"],
         subset_train=recipe["subset_train"], schedule="cosine", out_dir=args.out_dir,
-        run_name=f"demo-{data.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=f"demo-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}",
     ).with_overrides(extra)
+
+
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from mgiad.data.datasets import canonical_name
+    from mgiad.training.loop import TrainingDiverged, TrainingInterrupted, train
+
+    check_count("--epochs", args.epochs)
+    # Every input is checked before the data are read (seconds) and training starts (minutes).
+    _config(canonical_name(args.dataset) if args.dataset else "fashionmnist", args, extra).check_out_dir()
+    data = _find_data(args.dataset, args.data_dir, args.download)
+    cfg = _config(data.name, args, extra)
     print(f"mgiad demo: {cfg.model} on {data.name} ({cfg.subset_train or len(data.y_train)} training "
           f"images, full test set), {cfg.epochs} epochs with cosine lr — a few minutes on a CPU")
-    s = train(cfg, data=data)
+    try:
+        s = train(cfg, data=data)
+    except TrainingDiverged as e:
+        print(f"mgiad demo: error: {e}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: what is kept, how to continue
+        print(f"mgiad demo: {e}", file=sys.stderr)
+        return e.exit_code
     print(
         f"\nresult: test accuracy {100 * s['final_test_acc']:.2f}% (chance 10%) with "
         f"{s['weights']:,} weights in {s['wall_time_s'] / 60:.1f} min ({s['mean_img_per_s']:.0f} img/s, "

@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from mgiad.experiments.paper import check_tables, unused_transfer_weights
-from mgiad.models.counting import count_flops, count_weights
-from mgiad.models.registry import create_model, list_models, model_defaults, model_doc
-from mgiad.training.values import parse_literal
+from mgiad.training.values import check_count, parse_literal
+
+# The models, counting and the paper's tables load torch: imported in the commands that use
+# them, so that `mgiad --help` does not (tests/test_startup.py).
 
 
 def parse_overrides(extra: list[str]) -> dict[str, Any]:
@@ -24,7 +24,16 @@ def parse_overrides(extra: list[str]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
+    from mgiad.models.registry import list_models, model_doc
+
     names = list_models(args.pattern)
+    if not names:
+        import difflib
+
+        close = difflib.get_close_matches(args.pattern, list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"no registered model matches {args.pattern!r}{hint} (a shell pattern, "
+                         "e.g. 'mgiad*'; `mgiad list` shows them all)")
     width = max((len(n) for n in names), default=0)
     for n in names:
         print(f"{n:<{width}}  {model_doc(n)}")
@@ -32,10 +41,18 @@ def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
+    from mgiad.experiments.paper import unused_transfer_weights
+    from mgiad.models.counting import count_flops, count_weights
+    from mgiad.models.registry import create_model, model_defaults
+
     if args.paper:
+        if args.model or extra:
+            raise ValueError(f"--paper takes no MODEL or --key=value, got "
+                             f"{' '.join(([args.model] if args.model else []) + extra)!r}")
         return _paper(args)
     if not args.model:
         raise ValueError("give a MODEL (see `mgiad list`) or --paper")
+    check_count("--image-size", args.image_size)
     kwargs = parse_overrides(extra)
     model = create_model(args.model, **kwargs)
     wc = count_weights(model)
@@ -62,6 +79,8 @@ def cmd_params(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _paper(args: argparse.Namespace) -> int:
+    from mgiad.experiments.paper import check_tables
+
     checks = check_tables(args.table)
     header = f"{'table':<5} {'model':<28} {'ours':>10} {'authors':>10} {'paper':>8} {'Δ (k)':>7}  status"
     print(header)

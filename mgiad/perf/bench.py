@@ -28,11 +28,8 @@ from mgiad.models.counting import count_flops, count_weights
 from mgiad.models.registry import create_model
 from mgiad.training.values import parse_literal
 
-#: The comparisons of the performance targets (README, Performance): the ResNet18-size
-#: networks against ResNet18, the 3-level MGiaD against ResNet20.
-DEFAULT_MODELS = ["resnet18", "mgiad", "mgiad:c_K=16,g_s=4", "mgiad:c_K=16,g_s=4,memory_efficient=True",
-                  "resnet20", "mgiad_3lvl"]
-DEFAULT_BASELINES = ["resnet18", "resnet20"]
+from .targets import DEFAULT_BASELINES, DEFAULT_MODELS  # noqa: F401  (defined without torch)
+
 
 @dataclass
 class BenchResult:
@@ -221,6 +218,18 @@ def machine(device: str = "auto") -> str:
     from mgiad.training.machine import hardware_string
 
     return f"{hardware_string(_device(device))}, torch {torch.__version__}"
+
+
+def check_specs(specs: list[str]) -> None:
+    """Every ``name[:key=value,...]`` names a registered model that builds with its keys (built
+    on the meta device: no memory, a few ms), so that a typo fails before minutes of measuring."""
+    for spec in specs:
+        name, kwargs = parse_spec(spec)
+        try:
+            with torch.device("meta"):
+                create_model(name, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model {spec!r}: {e}") from None
 
 
 def check_baselines(specs: list[str], baselines: list[str] | None) -> None:

@@ -26,12 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .values import _base_type, _coerce, _parse_text, _split_overrides, parse_literal
+from .values import (
+    _base_type,
+    _coerce,
+    _parse_text,
+    _split_overrides,
+    check_writable_dir,
+    parse_literal,
+    valid_device,
+)
 
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: TOML configs need 3.11's tomllib (JSON always works)
-    tomllib = None  # type: ignore[assignment]
+except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there, is the same parser
+    import tomli as tomllib  # type: ignore[no-redef]
 
 #: Datasets the loaders know (mirrors ``mgiad.data.datasets.DATASET_NAMES``; kept here so that a
 #: config can be validated without importing the data module).
@@ -43,7 +51,8 @@ AUGMENT_MODES = ("paper", "none")
 
 #: Per-dataset defaults of the recipe, applied by :meth:`RunConfig.resolved` to the keys
 #: the user left at ``None``. FashionMNIST: no cosine annealing but lr x 0.1 every 25
-#: epochs (paper §IV); CIFAR: per-epoch cosine annealing to 0 (the authors' code).
+#: epochs; CIFAR: per-epoch cosine annealing to 0 (both paper §IV; the authors' trainer uses
+#: lr 0.1 and cosine for every data set instead: docs/paper-notes.md §5).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"schedule": "cosine"},
     "cifar100": {"schedule": "cosine"},
@@ -51,6 +60,12 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 _FALLBACK_DEFAULTS: dict[str, Any] = {"schedule": "cosine"}
 _STEP_DEFAULTS: dict[str, Any] = {"step_size": 25, "gamma": 0.1}
+
+#: (classes, channels) of each dataset: enough to build a model to check its hyper-parameters.
+_DATA_SHAPES: dict[str, tuple[int, int]] = {"cifar10": (10, 3), "cifar100": (100, 3),
+                                            "fashionmnist": (10, 1)}
+#: Configurations already built once by ``_check_model`` (validation runs many times per sweep).
+_BUILDS_OK: set[tuple[str, str, int, int]] = set()
 
 #: Model arguments that the dataset determines; setting them by hand would only let the
 #: model and the data disagree.
@@ -154,7 +169,8 @@ class RunConfig:
         for key, value in values.items():
             name = _canonical_key(str(key))
             if name not in hints:
-                raise ValueError(f"{source}: {_unknown_key_message(str(key))}")
+                model = values.get("model", RunConfig.model)
+                raise ValueError(f"{source}: {_unknown_key_message(str(key), model=model)}")
             kwargs[name] = _coerce(name, value, hints[name], source)
         cfg = cls(**kwargs)
         cfg.validate()
@@ -171,8 +187,6 @@ class RunConfig:
         suffix = path.suffix.lower()
         if suffix not in (".json", ".toml"):
             raise ValueError(f"config file {path} must end in .json or .toml, got {suffix or 'no suffix'!r}")
-        if suffix == ".toml" and tomllib is None:
-            raise ValueError(f"reading {path} needs Python >= 3.11 (tomllib); use a JSON file")
         try:
             text = raw.decode("utf-8")
             values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
@@ -213,10 +227,14 @@ class RunConfig:
                 values[name] = True
                 continue
             values[name] = _parse_text(name, text, typ, where)
+        if pending:  # whether they are hyper-parameters depends on the model: is it one?
+            _check_model_name(values["model"])
         for key, text in pending:  # --c_K=16 as shorthand for --model_kwargs.c_K=16
             sub = key.replace("-", "_")
-            if text is None or sub not in _model_hyperparameters(values["model"]):
-                raise ValueError(_unknown_key_message(key))
+            if sub not in _model_hyperparameters(values["model"]):
+                raise ValueError(_unknown_key_message(key, text, model=values["model"]))
+            if text is None:
+                raise ValueError(f"--{key}: a model hyper-parameter needs a value (--{key}=VALUE)")
             values["model_kwargs"][sub] = parse_literal(text)
         cfg = RunConfig(**values)
         cfg.validate()
@@ -273,14 +291,42 @@ class RunConfig:
                     "remove it from model_kwargs"
                 )
         if check_names:
-            from mgiad.models.registry import list_models
+            _check_model_name(self.model)
+            dataset = _canonical_dataset(self.dataset)
+            self._check_model(dataset)
 
-            if self.model not in list_models():
-                close = difflib.get_close_matches(self.model, list_models(), n=3, cutoff=0.5)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(f"model={self.model!r} is not a registered model{hint} "
-                                 "(see mgiad.list_models())")
-            _canonical_dataset(self.dataset)
+    def _check_model(self, dataset: str) -> None:
+        """Every model_kwargs key is a hyper-parameter of the model and the model builds with
+        them (on the meta device: no memory, a few ms), so that a bad value fails here rather
+        than after the data are loaded."""
+        names = _model_hyperparameters(self.model)
+        for key, value in self.model_kwargs.items():
+            if key not in names:
+                close = _close_matches(key, names)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise ValueError(f"model_kwargs.{key}={value!r}: {_has_no(self.model, key)}{hint} "
+                                 f"({_hyperparameters_text(self.model)})")
+        num_classes, in_chans = _DATA_SHAPES.get(dataset, (10, 3))
+        key = (self.model, repr(sorted(self.model_kwargs.items())), num_classes, in_chans)
+        if key in _BUILDS_OK:
+            return
+        import torch
+
+        from mgiad.models.registry import create_model
+
+        try:
+            with torch.device("meta"):
+                create_model(self.model, num_classes=num_classes, in_chans=in_chans,
+                             **self.model_kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model {self.model}: {e}") from None
+        _BUILDS_OK.add(key)
+
+    def check_out_dir(self) -> None:
+        """Fail (``ValueError``, one line) if run directories cannot be created in ``out_dir``
+        (read-only, no permission, a file in the way); cheap, so call it before loading data
+        and model. Creates nothing."""
+        check_writable_dir("out_dir", self.out_dir)
 
     def resolved(self) -> RunConfig:
         """A copy with the dataset defaults filled into the keys left at ``None``.
@@ -337,14 +383,61 @@ def _canonical_key(key: str) -> str:
     return key.strip().replace("-", "_")
 
 
-def _unknown_key_message(key: str) -> str:
+def _close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Close matches of ``name`` ignoring case (``c_k`` finds ``c_K``), exact ones first."""
+    lower = {c.lower(): c for c in candidates}
+    return [lower[m] for m in difflib.get_close_matches(name.lower(), lower, n=n, cutoff=0.6)]
+
+
+def _has_no(model: str, key: str) -> str:
+    if not _model_hyperparameters(model) and not _is_registered(model):
+        return f"model {model!r} is not registered, so {key!r} cannot be checked"
+    return f"{model} has no hyper-parameter {key!r}"
+
+
+def _hyperparameters_text(model: str) -> str:
+    names = _model_hyperparameters(model)
+    if not names:
+        return f"model {model!r} has no hyper-parameters" if _is_registered(model) else \
+            "see mgiad.list_models()"
+    return f"{model}'s hyper-parameters: {', '.join(names)}"
+
+
+def _unknown_key_message(key: str, text: str | None = None, *, model: str | None = None) -> str:
+    """An argument that is neither a config key nor a hyper-parameter of ``model``: the close
+    config keys and hyper-parameters (ignoring case), and what the model has."""
+    name = _canonical_key(key)
     keys = RunConfig.keys()
-    close = difflib.get_close_matches(_canonical_key(key), keys, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    model = RunConfig.model if model is None else model
+    names = _model_hyperparameters(model)
+    close = _close_matches(name, keys) + [f"{h} (a hyper-parameter of {model})"
+                                          for h in _close_matches(name, names)]
+    if name in names:  # in a config file, at the top level instead of in model_kwargs
+        return (f"unknown config key {key!r}: {name} is a hyper-parameter of {model}; set it in "
+                f"model_kwargs (a [model_kwargs] table in TOML, \"model_kwargs\": {{...}} in JSON)")
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    where = "" if text is None else f"--{key}={text}: "
     return (
-        f"unknown config key {key!r}{hint} (model hyper-parameters are set as "
-        f"--model_kwargs.{key}=VALUE; config keys: {', '.join(keys)})"
+        f"unknown config key {key!r}{hint} ({where}{_has_no(model, name)} either; "
+        f"{_hyperparameters_text(model)}, set as --NAME=VALUE or --model_kwargs.NAME=VALUE; "
+        f"config keys: {', '.join(keys)})"
     )
+
+
+def _check_model_name(model: str) -> None:
+    from mgiad.models.registry import list_models
+
+    if model not in list_models():
+        close = difflib.get_close_matches(model, list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"model={model!r} is not a registered model{hint} "
+                         "(see `mgiad list` or mgiad.list_models())")
+
+
+def _is_registered(model: str) -> bool:
+    from mgiad.models.registry import list_models
+
+    return model in list_models()
 
 
 def _canonical_dataset(name: str) -> str:
@@ -370,10 +463,7 @@ def _finite(x: Any) -> bool:
 
 
 def _valid_device(device: str) -> bool:
-    if device in ("auto", "cpu", "cuda", "mps"):
-        return True
-    kind, _, index = device.partition(":")
-    return kind == "cuda" and index.isdigit()
+    return valid_device(device)
 
 
 def _model_hyperparameters(model: str) -> list[str]:

@@ -75,6 +75,7 @@ from .evaluate import autocast, evaluate
 from .lock import RunLock
 from .machine import git_rev, hardware_string, resolve_device
 from .progress import Progress, fmt_time
+from .threads import configure_threads, recorded_threads
 
 #: Keys a resumed run may change: they do not alter the training trajectory.
 RESUME_MUTABLE = frozenset(
@@ -287,8 +288,7 @@ class _Run:
     def set_up(self) -> None:
         """Global torch settings, data, model, optimizer, random streams and the run directory."""
         cfg, device = self.cfg, self.device
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+        self.threads = configure_threads(cfg.threads, previous=recorded_threads(self.resume_dir))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -302,6 +302,8 @@ class _Run:
                           stacklevel=3)
             self.amp = "none"
 
+        if self.resume_dir is None and self.dist.main:
+            cfg.check_out_dir()  # a read-only or blocked out_dir fails now, not after the data loads
         self.data = data = self._load_data()
         torch.manual_seed(cfg.seed)  # model initialisation (identical on every process)
         try:
@@ -446,6 +448,7 @@ class _Run:
             atomic_write_text(run_dir / "run.json", json.dumps({
                 "run_id": self.run_id, "config_hash": self.config_hash,
                 "weights": self.weights, "hardware": self.hardware, "device": str(device),
+                "threads": self.threads.threads,
                 "world_size": D.world, "git_rev": rev, "git_dirty": dirty,
                 "torch": torch.__version__, "mgiad": __version__, "python": platform.python_version(),
                 "argv": sys.argv, "data_source": getattr(data, "source", ""),
@@ -483,7 +486,7 @@ class _Run:
                 f"run {run_dir}: {cfg.model} ({self.weights:,} weights) on {data.name} "
                 f"({n} train / {len(self.test_data[1])} test images from {data.source or 'memory'}), "
                 f"{cfg.epochs} epochs x {self.steps} steps, "
-                f"batch {B}{f' over {D.world} processes' if D.world > 1 else ''}, {device} [{self.hardware}]"
+                f"batch {B}{f' over {D.world} processes' if D.world > 1 else ''}, {device} [{self.hardware}], threads: {self.threads.reason}"
                 + (f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")
             )
         self.t_run = time.perf_counter()
@@ -556,7 +559,7 @@ class _Run:
             seen += len(yb)
             if self.on_step is not None:
                 self.on_step(epoch, step, self.raw_model)
-            self.progress.step(f"epoch {epoch + 1}/{cfg.epochs}")
+            self.progress.step(f"epoch {epoch + 1}/{cfg.epochs}", images=n_global)
         # Weights can overflow in the last step with a finite loss: check before saving.
         if not all(bool(torch.isfinite(p).all()) for p in self.raw_model.parameters()):
             raise TrainingDiverged(
