@@ -112,8 +112,11 @@ def test_float32_with_native_kernels_equals_the_plain_algorithm(name, kwargs, me
     assert _relative(out, expected) < 1e-4
     (expected * target).sum().backward()
     (out * target.float()).sum().backward()
+    # float32 round-off, amplified through BNs over few pixels (4x4 coarse grids): measured up to
+    # 1.3e-2 with one torch thread, 2e-4 with two (the built-in path alone shows the same); a
+    # wrong kernel is O(1), and each kernel is held to float64 in tests/test_native.py
     for (pname, p), q in zip(model.named_parameters(), ref.parameters()):
-        assert _relative(p.grad, q.grad) < 3e-4, pname
+        assert _relative(p.grad, q.grad) < 3e-2, pname
     for (bname, b), b2 in zip(ref.named_buffers(), model.buffers()):
         if b.is_floating_point():
             assert _relative(b2, b) < 1e-4, bname
