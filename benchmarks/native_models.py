@@ -5,8 +5,9 @@
 For each model (fp32, channels_last, batch 128, 32×32): a training step (forward, backward, SGD)
 and an inference forward, with ``MGIAD_NATIVE`` unset (native kernels) and ``=0`` (built-in
 convolutions), switched per measurement in interleaved rounds (on off on off ...), so the ratio
-holds on a machine that others use too; each figure is the median over rounds. ``mgiad bench``
-gives the same models' ratios to ResNet18/20, one process per setting.
+holds on a machine that others use too; each figure is the median over rounds, and the fastest
+round beside it (on a shared machine the least disturbed one). ``mgiad bench`` gives the same
+models' ratios to ResNet18/20, one process per setting.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> None:
     print(f"# command: python benchmarks/native_models.py {' '.join(sys.argv[1:])}")
     print(f"# load average before: {load_average()}")
     print(f"{'model':<24} {'train ms/step':>14} {'(built-in)':>11} {'×':>5} "
-          f"{'infer ms/batch':>15} {'(built-in)':>11} {'×':>5}")
+          f"{'infer ms/batch':>15} {'(built-in)':>11} {'×':>5}   fastest round: train × infer ×")
     for spec in args.models:
         model, opt = _setup(spec, dev, True)
         x, y = _batch(model, args.batch, 32, dev, True)
@@ -81,9 +82,13 @@ def main() -> None:
                         model(x)
                 times.setdefault((on, "infer"), []).append((time.perf_counter() - t) / args.steps * 1e3)
         m = {k: statistics.median(v) for k, v in times.items()}
+        b = {k: min(v) for k, v in times.items()}
         print(f"{spec:<24} {m[(True, 'train')]:>14.0f} {m[(False, 'train')]:>11.0f} "
               f"{m[(False, 'train')] / m[(True, 'train')]:>5.2f} {m[(True, 'infer')]:>15.0f} "
-              f"{m[(False, 'infer')]:>11.0f} {m[(False, 'infer')] / m[(True, 'infer')]:>5.2f}", flush=True)
+              f"{m[(False, 'infer')]:>11.0f} {m[(False, 'infer')] / m[(True, 'infer')]:>5.2f}   "
+              f"{b[(True, 'train')]:.0f}/{b[(False, 'train')]:.0f} "
+              f"{b[(False, 'train')] / b[(True, 'train')]:.2f}  {b[(True, 'infer')]:.0f}/"
+              f"{b[(False, 'infer')]:.0f} {b[(False, 'infer')] / b[(True, 'infer')]:.2f}", flush=True)
     _native(True)
     print(f"# load average after: {load_average()}")
 
