@@ -94,8 +94,9 @@ class RunConfig:
         seed: seeds model initialisation, shuffling and augmentation.
         subset_train, subset_test: use a random subset of this many images (quick runs).
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
-        threads: CPU threads of torch (``torch.set_num_threads``); ``None`` keeps torch's
-            default. On a shared, busy machine 1 thread can beat 2 several-fold.
+        threads: CPU threads of torch (``torch.set_num_threads``); ``None``: the cores free
+            when the run starts (a resumed run keeps its count; mgiad/training/threads.py).
+            The count changes the last bits of the results: fix it to repeat a run exactly.
         channels_last: NHWC memory format (1.4-3.4x faster on CPU, DESIGN.md §4).
         amp: ``none`` or ``bf16`` autocast; bf16 only acts on CUDA, elsewhere it warns and
             trains in fp32.
