@@ -277,8 +277,9 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _child(tmp_path, setup: str = "", **env: str) -> dict:
-    full = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), **env}
+def _child(tmp_path, setup: str = "", own_cache: bool = True, **env: str) -> dict:
+    """The child's result; ``own_cache``: build into tmp_path, not the shared extensions cache."""
+    full = {**os.environ, **({"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")} if own_cache else {}), **env}
     out = subprocess.run([sys.executable, "-c", _CHILD.format(setup=setup)], capture_output=True,
                          text=True, env=full, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -318,6 +319,24 @@ def test_a_bad_mgiad_native_value_is_named(tmp_path) -> None:
     got = _child(tmp_path, MGIAD_NATIVE="fast")
     assert got["status"]["active"] is False
     assert len(got["warnings"]) == 1 and "MGIAD_NATIVE='fast'" in got["warnings"][0]
+
+
+@pytest.mark.parametrize("isa", BUILDS)
+def test_the_build_follows_the_cpu_capability(isa: str, tmp_path) -> None:
+    """ATEN_CPU_CAPABILITY lowers what torch reports, as on a CPU without AVX-512 (an AMD Zen 3):
+    the native kernels follow it; MGIAD_NATIVE=isa chooses a build directly."""
+    got = _child(tmp_path, own_cache=False, ATEN_CPU_CAPABILITY=isa, MGIAD_NATIVE="auto")
+    assert got["status"]["isa"] == isa and got["warnings"] == [] and got["err"] < 1e-5
+    got = _child(tmp_path, own_cache=False, MGIAD_NATIVE=isa)
+    assert got["status"]["isa"] == isa and got["warnings"] == [] and got["err"] < 1e-5
+
+
+def test_a_cpu_without_avx2_warns_and_the_builtin_convolution_runs(tmp_path) -> None:
+    got = _child(tmp_path, ATEN_CPU_CAPABILITY="default", MGIAD_NATIVE="auto")
+    assert got["status"]["active"] is False and got["status"]["cpu_isas"] == []
+    assert len(got["warnings"]) == 1 and "no AVX2" in got["warnings"][0], got["warnings"]
+    assert got["err"] < 1e-5
+    assert not (tmp_path / "ext").exists() or not any((tmp_path / "ext").rglob("*.so"))
 
 
 def test_status_names_the_active_build() -> None:
