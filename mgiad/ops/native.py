@@ -76,8 +76,10 @@ def cpu_isas() -> list[str]:
 
     From PyTorch's own dispatch level (AVX512 there means F, BW, VL and DQ, with AVX2 and FMA).
     """
-    cap = torch.backends.cpu.get_cpu_capability()
-    return {"AVX512": ["avx2", "avx512"], "AVX2": ["avx2"]}.get(cap, [])
+    cap = torch.backends.cpu.get_cpu_capability().upper()
+    if cap.startswith("AVX512"):
+        return ["avx2", "avx512"]
+    return ["avx2"] if cap.startswith("AVX2") else []
 
 
 def _namespace(isa: str) -> str:
