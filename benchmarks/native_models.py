@@ -1,6 +1,7 @@
 """Whole training steps and inference with the native kernels on and off, in one process.
 
     python benchmarks/native_models.py > results/performance/native-models-CPU.txt
+    python benchmarks/native_models.py --profile mgiad:c_K=16,g_s=4   # operators of a step
 
 For each model (fp32, channels_last, batch 128, 32×32): a training step (forward, backward, SGD)
 and an inference forward, with ``MGIAD_NATIVE`` unset (native kernels) and ``=0`` (built-in
@@ -39,6 +40,26 @@ def _native(on: bool) -> None:
     assert (native.kernels() is not None) == on, native.status()
 
 
+def profile_step(spec: str, steps: int, batch: int) -> None:
+    """The operators of a training step with the native kernels, by profiler self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = torch.device("cpu")
+    model, opt = _setup(spec, dev, True)
+    x, y = _batch(model, batch, 32, dev, True)
+    for _ in range(2):
+        train_step(model, opt, x, y, dev, "fp32")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step(model, opt, x, y, dev, "fp32")
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"# {spec}: {total / steps / 1e3:.0f} ms per step (profiler self time, mean of {steps})")
+    for e in events[:16]:
+        print(f"{e.key[:52]:<52} {e.self_cpu_time_total / steps / 1e3:8.1f} ms "
+              f"{100 * e.self_cpu_time_total / total:5.1f} %  {e.count // steps:>4} calls")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", default=MODELS)
@@ -46,10 +67,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--profile", metavar="MODEL", help="only profile a training step of MODEL")
     args = ap.parse_args()
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        _native(True)
+        print(f"# {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; native "
+              f"build {native.status()['isa']}; batch {args.batch}; load average {load_average()}")
+        profile_step(args.profile, args.steps, args.batch)
+        return
     dev = torch.device("cpu")
     _native(True)
     isa = native.status()["isa"]
