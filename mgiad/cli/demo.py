@@ -8,7 +8,6 @@ for a few minutes, then prints test accuracy, weights and time.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,8 @@ def _config(data_name: str, args: argparse.Namespace, extra: list[str]) -> RunCo
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.data.datasets import canonical_name
-    from mgiad.training.loop import TrainingDiverged, TrainingInterrupted, train
+
+    from .run import run_training
 
     check_count("--epochs", args.epochs)
     # Every input is checked before the data are read (seconds) and training starts (minutes).
@@ -71,14 +71,9 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = _config(data.name, args, extra)
     print(f"mgiad demo: {cfg.model} on {data.name} ({cfg.subset_train or len(data.y_train)} training "
           f"images, full test set), {cfg.epochs} epochs with cosine lr — a few minutes on a CPU")
-    try:
-        s = train(cfg, data=data)
-    except TrainingDiverged as e:
-        print(f"mgiad demo: error: {e}", file=sys.stderr)
-        return 3
-    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: what is kept, how to continue
-        print(f"mgiad demo: {e}", file=sys.stderr)
-        return e.exit_code
+    code, s = run_training("demo", cfg, data=data)
+    if s is None:
+        return code
     print(
         f"\nresult: test accuracy {100 * s['final_test_acc']:.2f}% (chance 10%) with "
         f"{s['weights']:,} weights in {s['wall_time_s'] / 60:.1f} min ({s['mean_img_per_s']:.0f} img/s, "

@@ -122,22 +122,29 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
     return base.with_overrides(flags + list(extra))
 
 
-def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    """``mgiad train``: 0 on success, 3 if training diverged, 130/143 if interrupted (SIGINT/SIGTERM)."""
+def run_training(command: str, cfg: RunConfig | None, **kwargs: Any) -> tuple[int, dict[str, Any] | None]:
+    """``train(cfg, **kwargs)`` for a command: (0, summary), or the exit code after one line on
+    stderr — 3 if training diverged, 130/143 if Ctrl-C/SIGTERM interrupted it."""
     from mgiad.training.loop import TrainingDiverged, TrainingInterrupted, train
 
+    try:
+        return 0, train(cfg, **kwargs)
+    except TrainingDiverged as e:
+        print(f"mgiad {command}: error: {e}", file=sys.stderr)
+        return 3, None
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: what is kept, how to continue
+        print(f"mgiad {command}: {e}", file=sys.stderr)
+        return e.exit_code, None
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    """``mgiad train``: 0 on success, 3 if training diverged, 130/143 if interrupted (SIGINT/SIGTERM)."""
     cfg = build_config(args, extra)
     if args.print_config:
         print(json.dumps(cfg.resolved().to_dict(), indent=2))
         return 0
     try:
-        train(cfg, resume=args.resume)
-    except TrainingDiverged as e:
-        print(f"mgiad train: error: {e}", file=sys.stderr)
-        return 3
-    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: what is kept, how to continue
-        print(f"mgiad train: {e}", file=sys.stderr)
-        return e.exit_code
+        return run_training("train", cfg, resume=args.resume)[0]
     except KeyboardInterrupt:  # before train() took over (imports, config)
         print("mgiad train: interrupted before training started; nothing was written",
               file=sys.stderr)
