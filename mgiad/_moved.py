@@ -28,7 +28,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "mgiad.augment": ("mgiad.data.augment", "mgiad.data.autoaugment"),
     "mgiad.config": ("mgiad.training.config", "mgiad.training.values"),
     "mgiad.checkpoint": ("mgiad.training.checkpoint",),
-    "mgiad.train": ("mgiad.training.loop", "mgiad.training.evaluate", "mgiad.training.machine",
+    "mgiad.train": ("mgiad.training.loop", "mgiad.training.evaluation", "mgiad.training.machine",
                     "mgiad.training.distributed"),
     "mgiad.experiment": ("mgiad.experiments.spec",),
     "mgiad.paper": ("mgiad.experiments.paper",),

@@ -136,7 +136,7 @@ def test_old_import_paths_still_work(old: str) -> None:
 
 def test_old_paths_of_the_main_functions() -> None:
     from mgiad.training import train
-    from mgiad.training.evaluate import evaluate
+    from mgiad.training.evaluation import evaluate
 
     with pytest.warns(FutureWarning, match="mgiad.training.loop"):
         from mgiad.train import train as old_train

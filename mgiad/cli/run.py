@@ -170,7 +170,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.data.augment import BatchAugment
     from mgiad.data.datasets import subset
     from mgiad.training.checkpoint import checkpoint_path, load_model
-    from mgiad.training.evaluate import evaluate
+    from mgiad.training.evaluation import evaluate
 
     check_count("--batch-size", args.batch_size)
     check_count("--subset-test", args.subset_test)

@@ -5,15 +5,13 @@ Imports :mod:`mgiad.models` and :mod:`mgiad.data`, never the command line."""
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from .config import RunConfig
 
 #: Loaded on first use (PEP 562), so that the run configuration, which the ``mgiad`` command's
 #: ``--help`` shows, does not load torch.
-_LAZY = {"evaluate": "evaluate", "RESUME_MUTABLE": "loop", "TrainingDiverged": "loop",
+_LAZY = {"evaluate": "evaluation", "RESUME_MUTABLE": "loop", "TrainingDiverged": "loop",
          "load_run_config": "loop", "train": "loop"}
 
 __all__ = ["RESUME_MUTABLE", "RunConfig", "TrainingDiverged", "evaluate", "load_run_config", "train"]
@@ -26,16 +24,3 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-class _Package(types.ModuleType):
-    """``mgiad.training.evaluate`` stays the function when the submodule of that name is
-    imported (the import system sets the package attribute to the submodule), as it was when
-    this file imported it eagerly."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "evaluate" and isinstance(value, types.ModuleType):
-            value = value.evaluate
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

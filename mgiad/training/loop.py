@@ -71,7 +71,7 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .distributed import Dist, init_distributed, shard
-from .evaluate import autocast, evaluate
+from .evaluation import autocast, evaluate
 from .lock import RunLock
 from .machine import git_rev, hardware_string, resolve_device
 from .progress import Progress, fmt_time
