@@ -113,6 +113,8 @@ def test_run_directory_contents(finished_run) -> None:
     assert (run_dir / "git_rev").read_text().strip()
     ckpt = load_checkpoint(run_dir)
     assert ckpt.header["epoch"] == 3 and ckpt.header["classes"][0] == "T-shirt/top"
+    # the augmentation is recorded by name, resolved from the data set for "paper"
+    assert (ckpt.header["augment"], ckpt.header["augment_policy"]) == ("paper", "none")
     # the synthetic data is easy: a working loop learns it
     assert summary["final_test_acc"] > 0.5
 
@@ -352,3 +354,12 @@ def test_on_epoch_end_receives_each_epochs_metrics(tmp_path) -> None:
     logged = [json.loads(r) for r in (tmp_path / "out" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows == logged and [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_acc"] is not None and rows[0]["train_loss"] > 0
+
+
+def test_named_augmentation_policy_trains_and_is_recorded(fake_dir, tmp_path) -> None:
+    """``augment=autoaugment-cifar10-authors`` (the authors' PIL policy) trains on any data
+    (here 1-channel images) and the checkpoint names the policy, not the data set."""
+    summary = train(tiny_config(fake_dir, tmp_path, epochs=1, augment="autoaugment-cifar10-authors"))
+    assert summary["status"] == "completed"
+    header = load_checkpoint(tmp_path / "run").header
+    assert header["augment_policy"] == "autoaugment-cifar10-authors"

@@ -27,8 +27,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .autoaugment import CIFAR10_POLICY, OP_NAMES, _policy_tables, apply_ops
+from .autoaugment_authors import apply_authors_ops, authors_tables
 
-__all__ = ["OP_NAMES", "CIFAR10_POLICY", "BatchAugment", "paper_augment", "apply_ops", "crop_flip"]
+__all__ = ["OP_NAMES", "CIFAR10_POLICY", "AUGMENT_POLICIES", "PAPER_POLICY", "BatchAugment",
+           "augment_policy", "paper_augment", "paper_policy", "apply_ops", "crop_flip"]
+
+#: Named augmentation policies (``--augment=NAME``), as BatchAugment arguments.
+AUGMENT_POLICIES: dict[str, dict] = {
+    # normalisation only
+    "none": {},
+    # RandomCrop(H, padding=4) with zeros + horizontal flip
+    "crop-flip": {"crop": 4, "flip": True},
+    # the same with reflect padding (the paper's CIFAR-100 recipe)
+    "crop-flip-reflect": {"crop": 4, "pad_mode": "reflect", "flip": True},
+    # crop (zeros) + flip + torchvision's AutoAugment(CIFAR10), zero fill (the paper's CIFAR-10)
+    "autoaugment-cifar10": {"crop": 4, "flip": True, "autoaugment": True},
+    # the authors' code: crop with grey 128 + flip + their PIL CIFAR10Policy, grey fill
+    "autoaugment-cifar10-authors": {"crop": 4, "crop_fill": 128, "flip": True,
+                                    "autoaugment": True, "policy": "authors"},
+}
+
+#: The paper's choice per data set (DESIGN.md section 2), used by ``--augment=paper``.
+PAPER_POLICY: dict[str, str] = {
+    "cifar10": "autoaugment-cifar10",
+    "cifar100": "crop-flip-reflect",
+    "fashionmnist": "none",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,6 +81,7 @@ def crop_flip(
     flip: Tensor | None,
     padding: int,
     pad_mode: str = "constant",
+    fill: int = 0,
 ) -> Tensor:
     """``RandomCrop(H, padding)`` then ``RandomHorizontalFlip`` with given choices, as one gather.
 
@@ -70,7 +95,8 @@ def crop_flip(
             crop (``padding`` is then ignored).
         flip: (N,) bool, or None for no flip.
         padding: pixels of padding on every side (at most H - 1 for "reflect").
-        pad_mode: "constant" (zeros) or "reflect".
+        pad_mode: "constant" (the value ``fill``) or "reflect".
+        fill: the constant padding value (torchvision ``RandomCrop(fill=...)``).
 
     Returns:
         (N, C, H, W), contiguous.
@@ -94,7 +120,7 @@ def crop_flip(
     out = img.reshape(n, c, h * w).gather(2, source.expand(n, c, h * w)).view(n, c, h, w)
     if cropped and pad_mode == "constant":
         ok = row_ok.view(n, 1, h, 1) & col_ok.view(n, 1, 1, w)
-        out = out * ok.to(out.dtype)
+        out = out * ok.to(out.dtype) if fill == 0 else torch.where(ok, out, fill)
     return out
 
 
@@ -106,18 +132,23 @@ def crop_flip(
 class BatchAugment:
     """Random crop, flip, AutoAugment (CIFAR-10 policy) and normalisation of a uint8 batch.
 
-    Order as in the authors' code: ``pad_to`` -> ``RandomCrop(H, padding=crop)`` ->
-    ``RandomHorizontalFlip()`` -> ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` -> ``ToTensor`` ->
-    ``Normalize(mean, std)``. AutoAugment samples one of the 25 sub-policies per image, applies
-    each of its two ops with the op's probability and, for signed ops, a random sign; nearest
-    interpolation and zero fill, as torchvision's defaults.
+    Order as in the authors' code: ``pad_to`` -> ``RandomCrop(H, padding=crop, fill=crop_fill)``
+    -> ``RandomHorizontalFlip()`` -> AutoAugment -> ``ToTensor`` -> ``Normalize(mean, std)``.
+    AutoAugment samples one of the 25 sub-policies per image, applies each of its two ops with the
+    op's probability and, for signed ops, a random sign. ``policy="torchvision"``:
+    ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` with nearest interpolation and zero fill
+    (:mod:`mgiad.data.autoaugment`); ``policy="authors"``: the authors' PIL ``CIFAR10Policy``
+    with grey fill (:mod:`mgiad.data.autoaugment_authors`).
 
     Args:
         mean, std: per-channel normalisation on the [0, 1] scale (``ToTensor`` then ``Normalize``).
         crop: padding of the random crop to the input size; None: no crop.
-        pad_mode: "constant" (zeros) or "reflect" padding of the crop.
+        pad_mode: "constant" or "reflect" padding of the crop.
+        crop_fill: the value of constant crop padding (0: torchvision's default; 128: the
+            authors').
         flip: random horizontal flip with probability 0.5.
-        autoaugment: AutoAugment with the CIFAR-10 policy.
+        autoaugment: AutoAugment with a CIFAR-10 policy.
+        policy: which CIFAR-10 policy: "torchvision" or "authors".
         pad_to: zero-pad images (centred; odd remainders go right/bottom) to this square size first,
             in ``train`` and ``test`` alike (FashionMNIST 28 -> 32).
         channels_last: return the output in ``torch.channels_last`` memory format.
@@ -133,13 +164,19 @@ class BatchAugment:
         std: Sequence[float],
         crop: int | None = None,
         pad_mode: str = "constant",
+        crop_fill: int = 0,
         flip: bool = False,
         autoaugment: bool = False,
+        policy: str = "torchvision",
         pad_to: int | None = None,
         channels_last: bool = False,
     ) -> None:
         if pad_mode not in ("constant", "reflect"):
             raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
+        if policy not in ("torchvision", "authors"):
+            raise ValueError(f"policy must be 'torchvision' or 'authors', got {policy!r}")
+        if not 0 <= crop_fill <= 255:
+            raise ValueError(f"crop_fill must be a grey level in [0, 255], got {crop_fill}")
         if crop is not None and crop < 0:
             raise ValueError(f"crop padding must be >= 0, got {crop}")
         if len(mean) != len(std):
@@ -148,16 +185,19 @@ class BatchAugment:
         self.std = tuple(float(s) for s in std)
         self.crop = crop
         self.pad_mode = pad_mode
+        self.crop_fill = int(crop_fill)
         self.flip = flip
         self.autoaugment = autoaugment
+        self.policy = policy
         self.pad_to = pad_to
         self.channels_last = channels_last
         self._tables: dict[tuple[int, int], dict[str, Tensor]] = {}
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(crop={self.crop}, pad_mode={self.pad_mode!r}, flip={self.flip}, "
-            f"autoaugment={self.autoaugment}, pad_to={self.pad_to}, "
+            f"{type(self).__name__}(crop={self.crop}, pad_mode={self.pad_mode!r}, "
+            f"crop_fill={self.crop_fill}, flip={self.flip}, autoaugment={self.autoaugment}, "
+            f"policy={self.policy!r}, pad_to={self.pad_to}, "
             f"channels_last={self.channels_last}, mean={self.mean}, std={self.std})"
         )
 
@@ -198,7 +238,8 @@ class BatchAugment:
         the size): ``op``, ``magnitude`` (unsigned, float64), ``signed``, ``prob``, each (25, 2)."""
         key = (height, height if width is None else width)
         if key not in self._tables:
-            self._tables[key] = _policy_tables(*key)
+            build = authors_tables if self.policy == "authors" else _policy_tables
+            self._tables[key] = build(*key)
         return self._tables[key]
 
     # -- randomness ---------------------------------------------------------------------------
@@ -223,7 +264,8 @@ class BatchAugment:
           ``[0, 2 * crop]`` (torchvision ``RandomCrop.get_params``);
         - ``flip`` (bool): flip this image (``torch.rand(1) < 0.5``);
         - ``policy`` (int64): sub-policy index in ``[0, 25)``;
-        - ``apply`` (bool, (n, 2)): whether each stage's op runs (``rand <= p``);
+        - ``apply`` (bool, (n, 2)): whether each stage's op runs (torchvision: ``rand <= p`` in
+          float32; the authors: ``random.random() < p``, here float64);
         - ``sign`` (bool, (n, 2)): True for a positive magnitude (torchvision negates when its
           ``signs[i] == 0``; unsigned ops ignore it);
         - ``op`` (int64, (n, 2)) and ``magnitude`` (float64, (n, 2)): derived, not random -- the
@@ -242,13 +284,15 @@ class BatchAugment:
             params["flip"] = torch.rand(n, **kw) < 0.5
         if self.autoaugment:
             tables = {k: v.to(device) for k, v in self.tables(height, width).items()}
-            policy = torch.randint(0, len(CIFAR10_POLICY), (n,), **kw)
-            u = torch.rand(n, 2, **kw)
+            policy = torch.randint(0, len(tables["op"]), (n,), **kw)
+            authors = self.policy == "authors"
+            u = torch.rand(n, 2, dtype=torch.float64 if authors else torch.float32, **kw)
             sign = torch.randint(0, 2, (n, 2), **kw) == 1
             magnitude = tables["magnitude"][policy]
             negate = tables["signed"][policy] & ~sign
             params["policy"] = policy
-            params["apply"] = u <= tables["prob"][policy]
+            prob = tables["prob"][policy]
+            params["apply"] = u < prob if authors else u <= prob
             params["sign"] = sign
             params["op"] = tables["op"][policy]
             params["magnitude"] = torch.where(negate, -magnitude, magnitude)
@@ -271,14 +315,16 @@ class BatchAugment:
                 params["flip"] if self.flip else None,
                 self.crop or 0,
                 self.pad_mode,
+                self.crop_fill,
             )
         if self.autoaugment:
             op = params["op"].to(img.device)
             applied = params["apply"].to(img.device)
             magnitude = params["magnitude"].to(img.device)
+            apply_op = apply_authors_ops if self.policy == "authors" else apply_ops
             for stage in range(2):  # the two ops of a sub-policy, in order
                 stage_op = torch.where(applied[:, stage], op[:, stage], 0)
-                img = apply_ops(img, stage_op, magnitude[:, stage])
+                img = apply_op(img, stage_op, magnitude[:, stage])
         return img
 
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
@@ -297,6 +343,30 @@ class BatchAugment:
         return self._normalise(self._prepare(x).permute(0, 3, 1, 2))
 
 
+def augment_policy(
+    name: str,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    pad_to: int | None = None,
+    channels_last: bool = False,
+) -> BatchAugment:
+    """The named augmentation policy (:data:`AUGMENT_POLICIES`) as a :class:`BatchAugment`."""
+    if name not in AUGMENT_POLICIES:
+        raise ValueError(f"unknown augmentation policy {name!r}; expected one of "
+                         f"{', '.join(AUGMENT_POLICIES)} (or 'paper' for the data set's default)")
+    return BatchAugment(mean=mean, std=std, pad_to=pad_to, channels_last=channels_last,
+                        **AUGMENT_POLICIES[name])
+
+
+def paper_policy(dataset: str) -> str:
+    """The name of the paper's augmentation policy for ``dataset`` (:data:`PAPER_POLICY`)."""
+    key = dataset.lower().replace("-", "").replace("_", "")
+    if key not in PAPER_POLICY:
+        raise ValueError(f"unknown dataset {dataset!r}; expected cifar10, cifar100 or fashionmnist")
+    return PAPER_POLICY[key]
+
+
 def paper_augment(
     dataset: str,
     *,
@@ -307,17 +377,9 @@ def paper_augment(
 ) -> BatchAugment:
     """The paper's augmentation recipe for ``dataset`` (DESIGN.md section 2).
 
-    - ``cifar10``: RandomCrop(32, padding=4, zeros) + horizontal flip + AutoAugment(CIFAR10),
-      as in the authors' training code;
+    - ``cifar10``: RandomCrop(32, padding=4, zeros) + horizontal flip + AutoAugment(CIFAR10);
     - ``cifar100``: RandomCrop(32, padding=4, reflect) + horizontal flip;
     - ``fashionmnist``: no augmentation (only ``pad_to`` and normalisation).
     """
-    key = dataset.lower().replace("-", "").replace("_", "")
-    common = {"mean": mean, "std": std, "pad_to": pad_to, "channels_last": channels_last}
-    if key == "cifar10":
-        return BatchAugment(crop=4, flip=True, autoaugment=True, **common)
-    if key == "cifar100":
-        return BatchAugment(crop=4, pad_mode="reflect", flip=True, **common)
-    if key == "fashionmnist":
-        return BatchAugment(**common)
-    raise ValueError(f"unknown dataset {dataset!r}; expected cifar10, cifar100 or fashionmnist")
+    return augment_policy(paper_policy(dataset), mean=mean, std=std, pad_to=pad_to,
+                          channels_last=channels_last)

@@ -47,7 +47,10 @@ KNOWN_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashionmnist")
 
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("none", "bf16")
-AUGMENT_MODES = ("paper", "none")
+#: ``paper`` (the data set's choice in the paper) or a named policy (mirrors
+#: ``mgiad.data.augment.AUGMENT_POLICIES``, kept here so validation needs no torch).
+AUGMENT_MODES = ("paper", "none", "crop-flip", "crop-flip-reflect", "autoaugment-cifar10",
+                 "autoaugment-cifar10-authors")
 
 #: Per-dataset defaults of the recipe, applied by :meth:`RunConfig.resolved` to the keys
 #: the user left at ``None``. FashionMNIST: no cosine annealing but lr x 0.1 every 25
@@ -90,7 +93,10 @@ class RunConfig:
         schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``) or ``step``
             (lr x ``gamma`` every ``step_size`` epochs); ``None`` = the dataset's default.
         step_size, gamma: the step schedule; ``None`` = the dataset's default (25, 0.1).
-        augment: ``paper`` (the paper's per-dataset augmentation) or ``none`` (normalise only).
+        augment: ``paper`` (the paper's per-dataset augmentation) or a named policy: ``none``
+            (normalise only), ``crop-flip``, ``crop-flip-reflect``, ``autoaugment-cifar10``
+            (torchvision's policy, zero fill: the paper's CIFAR-10 choice) or
+            ``autoaugment-cifar10-authors`` (the authors' PIL policy, grey fill 128).
         seed: seeds model initialisation, shuffling and augmentation.
         subset_train, subset_test: use a random subset of this many images (quick runs).
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.

@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgiad import __version__
-from mgiad.data.augment import BatchAugment, paper_augment
+from mgiad.data.augment import BatchAugment, augment_policy, paper_policy
 from mgiad.models.registry import create_model
 
 from .checkpoint import (
@@ -305,6 +305,8 @@ class _Run:
         if self.resume_dir is None and self.dist.main:
             cfg.check_out_dir()  # a read-only or blocked out_dir fails now, not after the data loads
         self.data = data = self._load_data()
+        # The policy by name, so that eval/predict and the records do not depend on data-set names.
+        self.augment_policy = paper_policy(data.name) if cfg.augment == "paper" else cfg.augment
         torch.manual_seed(cfg.seed)  # model initialisation (identical on every process)
         try:
             model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
@@ -461,7 +463,7 @@ class _Run:
                 self.writer = _summary_writer(run_dir / "tb", purge_step=self.start_epoch + 1)
 
         norm = {"mean": data.mean, "std": data.std, "pad_to": cfg.pad_to, "channels_last": cfg.channels_last}
-        self.augment = paper_augment(data.name, **norm) if cfg.augment == "paper" else BatchAugment(**norm)
+        self.augment = augment_policy(self.augment_policy, **norm)
         self.test_transform = BatchAugment(**norm).test
         self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
         self.test_data = (data.x_test.to(device), data.y_test.to(device))
@@ -507,6 +509,7 @@ class _Run:
             "mean": list(data.mean),
             "std": list(data.std),
             "augment": cfg.augment,
+            "augment_policy": self.augment_policy,
             "weights": self.weights,
             "mgiad_version": __version__,
             "run_id": self.run_id,  # the run this checkpoint belongs to (checked on resume)
