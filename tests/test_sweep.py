@@ -318,3 +318,24 @@ def test_slurm_task_requeues_itself_on_timeout(swept) -> None:
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert isinstance(delayed.function, SweepTask) and delayed.args == (job,)
     assert delayed.function(job)["status"] == "done"  # finished and recorded: nothing to do
+
+
+def test_a_run_another_process_trains_is_skipped_loudly(tmp_path, capsys) -> None:
+    """A run whose lock another process holds is not trained twice, and the sweep says so (it
+    used to move on without a word) and exits non-zero, since not every run is finished."""
+    from mgiad.experiments.sweep import _flock
+
+    exp = write_experiment(tmp_path / "tiny.toml", epochs=1)
+    results = tmp_path / "results"
+    runs = results / "tiny" / "runs"
+    runs.mkdir(parents=True)
+    n = torch.get_num_threads()
+    with _flock(runs / ".mgiad-tiny-s0.lock", blocking=False) as got:
+        assert got
+        code = cli.main(["sweep", str(exp), "--results-dir", str(results), "--rows", "1",
+                         "--seeds", "0"])
+    torch.set_num_threads(n)
+    out = capsys.readouterr().out
+    assert "skipped: another process is training mgiad-tiny-s0" in out
+    assert code != 0
+    assert not (runs / "mgiad-tiny-s0").exists()

@@ -126,6 +126,9 @@ def sweep(variant: Variant, jobs: list[Job], *, workers: int = 1, gpus: Sequence
         for i, job in enumerate(todo, 1):
             log(f"[{i}/{len(todo)}] {job.run_id} ({run_state(job)})")
             status[job.run_id] = run_job(job)["status"]
+            if status[job.run_id] == "busy":
+                log(f"  skipped: another process is training {job.run_id} (it holds the run's "
+                    "lock); sweep again once it has stopped")
     else:
         status.update(_run_parallel(variant, todo, workers, gpus, log))
     return SweepResult(variant, jobs, status)
