@@ -21,20 +21,24 @@ _timm.install()
 #: The model API, loaded on first use (PEP 562): ``import mgiad`` alone does not load torch,
 #: so that ``mgiad --help`` starts in a fraction of a second.
 _REGISTRY = ("create_model", "list_models", "model_defaults", "model_doc", "model_hyperparameters")
+_EXPORT = ("save_pretrained", "from_pretrained", "export_model")
 
-__all__ = [*_REGISTRY, "__version__"]
+__all__ = [*_REGISTRY, *_EXPORT, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _REGISTRY:
-        from . import models  # noqa: F401  (registers the models; loads torch)
-        from .models import registry
+    if name in _REGISTRY or name in _EXPORT:
+        import importlib
 
-        value = getattr(registry, name)
+        from . import models  # noqa: F401  (registers the models; loads torch)
+
+        module = importlib.import_module(".models." + ("registry" if name in _REGISTRY else "export"),
+                                         __name__)
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mgiad' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_REGISTRY})
+    return sorted({*globals(), *_REGISTRY, *_EXPORT})

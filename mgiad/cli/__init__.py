@@ -1,6 +1,6 @@
 """The ``mgiad`` command: :func:`main` parses and dispatches to one module per command group
 (``params``: list/params, ``run``: train/eval/predict, ``bench``, ``sweep``:
-experiments/sweep/report/plot, ``demo``)."""
+experiments/sweep/report/plot, ``demo``, ``native``, ``export``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mgiad", description="MGiaD: multigrid in all dimensions")
     parser.add_argument("--version", action="version", version=f"mgiad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from . import bench, demo, native, params, run, sweep  # noqa: I001  (loaded on use)
+    from . import bench, demo, export, native, params, run, sweep  # noqa: I001  (loaded on use)
 
     params.add_commands(sub)
     run.add_commands(sub)
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_commands(sub)
     demo.add_commands(sub)
     native.add_commands(sub)
+    export.add_commands(sub)
     args, extra = parser.parse_known_args(argv)
     openmp_wait_policy(args.command)  # before anything loads torch
     keep_freed_memory()  # faster CPU tensors (mgiad/perf/allocator.py); changes no number

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .export import exporting_onnx
+from .export import fast_paths_off
 
 CL = torch.channels_last
 #: channels per group the native kernels compute
@@ -139,7 +139,7 @@ def applies(x: Tensor, conv: torch.nn.Conv2d, weight: Tensor) -> bool:
             and conv.in_channels == conv.out_channels and conv.groups > 1
             and conv.in_channels // conv.groups in NATIVE_GROUP_SIZES
             and not torch.is_autocast_enabled("cpu")
-            and not exporting_onnx()
+            and not fast_paths_off()
             and _active())
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .export import exporting_onnx
+from .export import fast_paths_off
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -113,7 +113,7 @@ def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
     """CPU, one dtype, no autocast: where the elementwise form was measured and is exact (and
     no ONNX export, which writes the built-in convolution as ONNX's own Conv)."""
     return (x.device.type == "cpu" and x.dtype == w.dtype and not torch.is_autocast_enabled("cpu")
-            and not exporting_onnx())
+            and not fast_paths_off())
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

@@ -1,0 +1,245 @@
+"""Export a network for other tools, checked against eager execution before the file is kept.
+
+Formats: ``onnx`` (the dynamo exporter, dynamic batch), ``pt2`` (``torch.export``, dynamic
+batch), ``torchscript`` (``torch.jit.trace``) and ``safetensors`` (a Hugging Face style folder:
+``model.safetensors`` with the plain state dict + ``config.json``, read back by
+:func:`from_pretrained`). Every export is written to a temporary file, loaded back with the tool
+that will run it (onnxruntime, ``torch.export.load``, ``torch.jit.load``, a fresh model) and run
+on two batches of different sizes; only when its logits equal eager execution's within the
+tolerance is it moved into place. Otherwise nothing is written and :class:`ExportMismatch` says
+by how much it differed.
+
+The files need only torch (or an ONNX runtime): the fast paths give way to the built-in
+convolutions while exporting (:func:`mgiad.ops.export.builtin_kernels`), unless
+``keep_custom_ops`` keeps the ``mgiad::`` operators (the file then loads only where mgiad is
+imported).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mgiad.ops.export import builtin_kernels
+
+__all__ = ["FORMATS", "ExportMismatch", "Exported", "export_model", "from_pretrained",
+           "save_pretrained"]
+
+FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
+SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt", "safetensors": ""}
+CONFIG_KEYS = ("model", "model_kwargs", "num_classes", "in_chans", "input_size", "mean", "std",
+               "classes")
+
+
+class ExportMismatch(ValueError):
+    """The exported file does not compute what the model computes; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    format: str
+    max_abs_diff: float  # largest |exported - eager| over the check batches
+    tolerance: float
+    batches: tuple[int, ...]
+
+
+def _check_inputs(config: dict[str, Any]) -> list[torch.Tensor]:
+    """Two seeded batches of different sizes (so a batch size baked into the file shows)."""
+    g = torch.Generator().manual_seed(0)
+    shape = (config["in_chans"], config["input_size"], config["input_size"])
+    return [torch.randn(n, *shape, generator=g) for n in (4, 3)]
+
+
+# -- writers and readers, one pair per format ------------------------------------------------
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["images"],
+                      output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False,
+                      external_data=False)  # one self-contained file (the models are small)
+
+
+def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ValueError("checking an ONNX export needs onnxruntime: pip install 'mgiad[export]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [torch.from_numpy(session.run(None, {name: x.numpy()})[0]) for x in inputs]
+
+
+def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def _run_pt2(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    module = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return [module(x) for x in inputs]
+
+
+def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+    torch.jit.save(traced, str(path))
+
+
+def _run_torchscript(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    module = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return [module(x) for x in inputs]
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, config: dict[str, Any]) -> Path:
+    """Write ``directory/model.safetensors`` (the plain state dict) and ``directory/config.json``
+    (``model``, ``model_kwargs``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``,
+    ``std``, ``classes``): the layout of the Hugging Face Hub, readable without mgiad."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in ("model", "num_classes", "in_chans") if k not in config]
+    if missing:
+        raise ValueError(f"save_pretrained: config lacks {', '.join(missing)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    cfg = {k: config[k] for k in CONFIG_KEYS if k in config}
+    cfg["library"] = "mgiad"
+    (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return directory
+
+
+def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu",
+                    revision: str | None = None) -> nn.Module:
+    """The model of a :func:`save_pretrained` folder, in eval mode (no code is executed: the
+    config names a registered model, the weights are safetensors).
+
+    ``directory`` may also be a Hugging Face Hub repository id (``owner/name``, fetched with
+    ``huggingface_hub``, the ``hub`` extra) when no such local folder exists.
+    """
+    from safetensors.torch import load_file
+
+    from .registry import create_model
+
+    directory = Path(directory)
+    if not directory.exists() and len(str(directory).split("/")) == 2 and not str(directory).startswith("."):
+        directory = _hub_download(str(directory), revision)
+    config_file, weights_file = directory / "config.json", directory / "model.safetensors"
+    for f in (config_file, weights_file):
+        if not f.is_file():
+            raise ValueError(f"{directory} is not a saved mgiad model: {f.name} is missing")
+    try:
+        cfg = json.loads(config_file.read_text())
+        name = cfg["model"]
+        kwargs = dict(cfg.get("model_kwargs") or {}, num_classes=cfg["num_classes"],
+                      in_chans=cfg["in_chans"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{config_file}: not an mgiad config ({e})") from None
+    model = create_model(name, **kwargs)
+    try:
+        state = load_file(str(weights_file))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{weights_file}: unreadable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{weights_file} does not fit {name} with {cfg.get('model_kwargs')}: "
+                         f"{str(e).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def _hub_download(repo_id: str, revision: str | None) -> Path:
+    """The repository's config.json and model.safetensors, through the Hub's local cache."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ValueError(f"{repo_id!r} is not a local folder, and loading it from the Hugging Face "
+                         "Hub needs huggingface_hub: pip install 'mgiad[hub]'") from None
+    return Path(snapshot_download(repo_id, revision=revision,
+                                  allow_patterns=["config.json", "model.safetensors"]))
+
+
+def _write_safetensors(model: nn.Module, config: dict[str, Any], path: Path) -> None:
+    save_pretrained(model, path, config)
+
+
+def _run_safetensors(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    model = from_pretrained(path)
+    with torch.no_grad():
+        return [model(x) for x in inputs]
+
+
+_RUN = {"onnx": _run_onnx, "pt2": _run_pt2, "torchscript": _run_torchscript,
+        "safetensors": _run_safetensors}
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    fmt: str,
+    config: dict[str, Any],
+    *,
+    keep_custom_ops: bool = False,
+    rtol: float = 1e-4,
+) -> Exported:
+    """Export ``model`` (put in eval mode, on the CPU) as ``fmt`` to ``path`` after checking it.
+
+    ``config`` describes the model (keys :data:`CONFIG_KEYS`; ``in_chans`` and ``input_size``
+    size the check batches). The tolerance is ``rtol * max(1, max |logit|)``. Raises
+    :class:`ExportMismatch` (nothing written) when the export computes something else.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    path = Path(path)
+    model = model.cpu().eval()
+    inputs = _check_inputs(config)
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    tolerance = rtol * max(1.0, max(e.abs().max().item() for e in expected))
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # same suffix: torch.export wants .pt2
+    _remove(tmp)
+    try:
+        with contextlib.nullcontext() if keep_custom_ops else builtin_kernels():
+            if fmt == "safetensors":
+                _write_safetensors(model, config, tmp)
+            else:
+                {"onnx": _write_onnx, "pt2": _write_pt2, "torchscript": _write_torchscript}[fmt](
+                    model, inputs[0], tmp)
+        got = _RUN[fmt](tmp, inputs)
+        diff = max(_max_diff(g, e) for g, e in zip(got, expected))
+        if not diff <= tolerance:  # also catches NaN
+            raise ExportMismatch(
+                f"the {fmt} export computes other logits than the model (largest difference "
+                f"{diff:.3g} > tolerance {tolerance:.3g} on batches of {len(inputs[0])} and "
+                f"{len(inputs[1])}); nothing was written to {path}")
+        _remove(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    return Exported(path, fmt, diff, tolerance, tuple(len(x) for x in inputs))
+
+
+def _max_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return (got.float() - expected.float()).abs().max().item()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
