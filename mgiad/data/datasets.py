@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .custom import is_custom, load_custom
 from .download import _download
 from .formats import (
     _has_cifar_dir,
@@ -63,7 +64,8 @@ ENV_DATA_DIR = "MGIAD_DATA_DIR"
 def load_dataset(
     name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool = False
 ) -> ImageData:
-    """Load ``name`` (one of DATASET_NAMES or an alias) from disk.
+    """Load ``name`` (one of DATASET_NAMES or an alias, or ``imagefolder:PATH`` / ``npz:PATH``:
+    :mod:`mgiad.data.custom`) from disk.
 
     With ``data_dir`` given, looks there only: a folder that holds no such dataset is an error
     naming it (data found elsewhere would silently be other data than the one asked for).
@@ -81,6 +83,10 @@ def load_dataset(
     Raises DatasetNotFoundError (where it looked and how to get the data) or
     CorruptDatasetError.
     """
+    if is_custom(name):  # your own data: the path is in the name
+        if data_dir is not None:
+            raise DataError(f"data_dir does not apply to dataset={name!r}: its path is in the name")
+        return load_custom(name)
     spec = _SPECS[canonical_name(name)]
     roots = _search_roots(spec, data_dir)
     for root, _ in roots:

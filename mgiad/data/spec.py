@@ -111,14 +111,20 @@ _SPECS: dict[str, _Spec] = {
 
 
 def canonical_name(name: str) -> str:
-    """Map a dataset name or alias ("CIFAR-10", "fashion_mnist", "fmnist") to DATASET_NAMES."""
+    """Map a dataset name or alias ("CIFAR-10", "fashion_mnist", "fmnist") to DATASET_NAMES;
+    ``imagefolder:PATH`` and ``npz:PATH`` (your own data) get an absolute PATH."""
+    if str(name).startswith(("imagefolder:", "npz:")):
+        from .custom import canonical_custom
+
+        return canonical_custom(str(name))
     key = re.sub(r"[\s_\-]", "", str(name).lower())
     if key in _ALIASES:
         return _ALIASES[key]
     close = dict.fromkeys(_ALIASES[c] for c in difflib.get_close_matches(key, _ALIASES, n=3,
                                                                          cutoff=0.6))
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(DATASET_NAMES)})")
+    raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(DATASET_NAMES)}, or your "
+                    "own data as imagefolder:PATH or npz:PATH)")
 
 
 # --------------------------------------------------------------------------- the result type

@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 import uuid
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -306,7 +307,15 @@ class _Run:
             cfg.check_out_dir()  # a read-only or blocked out_dir fails now, not after the data loads
         self.data = data = self._load_data()
         # The policy by name, so that eval/predict and the records do not depend on data-set names.
-        self.augment_policy = paper_policy(data.name) if cfg.augment == "paper" else cfg.augment
+        self.augment_policy = cfg.augment
+        if cfg.augment == "paper":
+            try:
+                self.augment_policy = paper_policy(data.name)
+            except ValueError:  # your own data: the paper has no choice for it
+                self.augment_policy = "none"
+                warnings.warn(f"augment=paper: the paper has no augmentation for {data.name}; "
+                              "training without (choose one with --augment=crop-flip, ...)",
+                              stacklevel=3)
         torch.manual_seed(cfg.seed)  # model initialisation (identical on every process)
         try:
             model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
@@ -356,7 +365,10 @@ class _Run:
         name = [None]
         if self.dist.main:
             base = Path(cfg.out_dir)
-            stem = cfg.run_name or f"{cfg.model}-{cfg.dataset}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            # imagefolder:/data/pets -> imagefolder-pets (a path is not a file name)
+            data = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.dataset.split(":")[0] + "-"
+                          + Path(cfg.dataset.split(":", 1)[-1]).name) if ":" in cfg.dataset else cfg.dataset
+            stem = cfg.run_name or f"{cfg.model}-{data}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             path = base / stem
             if cfg.run_name is not None:
                 if path.exists() and any(p.name != RunLock.NAME for p in path.iterdir()):

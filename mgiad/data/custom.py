@@ -1,0 +1,291 @@
+"""Your own data: ``imagefolder:PATH`` and ``npz:PATH`` as :class:`ImageData`.
+
+- ``imagefolder:PATH``: class sub-folders as torchvision's ``ImageFolder`` (classes sorted by
+  folder name; files with an image extension). ``PATH/train/`` + ``PATH/test/`` (or ``val/``),
+  each with the same class folders, is a given split; otherwise the split is made. Images are
+  decoded once with Pillow into uint8 (1 channel if every image is greyscale, else RGB; alpha is
+  dropped) and cached as an ``.npz`` under ``~/.cache/mgiad/imagefolder`` (``$MGIAD_CACHE_DIR``),
+  keyed by the files' names, sizes and modification times, so a second run does not decode again.
+  All images must have one size: the model sees them as they are.
+- ``npz:PATH``: one ``.npz`` with ``x`` (N, H, W[, C]) uint8 and ``y`` (N,) integer labels (a
+  made split), or ``x_train``, ``y_train``, ``x_test``, ``y_test`` (a given split); optional
+  ``classes`` (or ``class_names``/``label_names``). Read with ``allow_pickle=False``.
+
+A made split is stratified: ``round(20%)`` of each class (at least one image) goes to the test
+split, drawn with a fixed seed (0), so the same files give the same split in ``mgiad train``,
+``mgiad eval`` and on another machine. The source string records which split it is. Mean and std
+are measured on the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .spec import CorruptDatasetError, DataError, DatasetNotFoundError, ImageData
+
+__all__ = ["CUSTOM_PREFIXES", "ENV_CACHE_DIR", "TEST_FRACTION", "is_custom", "canonical_custom",
+           "load_custom"]
+
+CUSTOM_PREFIXES = ("imagefolder:", "npz:")
+ENV_CACHE_DIR = "MGIAD_CACHE_DIR"
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+#: torchvision's IMG_EXTENSIONS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_CACHE_VERSION = 1
+
+
+def is_custom(name: str) -> bool:
+    return isinstance(name, str) and name.startswith(CUSTOM_PREFIXES)
+
+
+def canonical_custom(name: str) -> str:
+    """``imagefolder:PATH`` / ``npz:PATH`` with PATH absolute (runs record where the data are)."""
+    kind, _, path = name.partition(":")
+    if not path:
+        raise DataError(f"dataset={name!r}: give the path after '{kind}:', e.g. {kind}:/data/pets")
+    return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
+
+
+def load_custom(name: str) -> ImageData:
+    """Load ``imagefolder:PATH`` or ``npz:PATH`` (see the module docstring)."""
+    name = canonical_custom(name)
+    kind, _, path = name.partition(":")
+    root = Path(path)
+    if not root.exists():
+        raise DatasetNotFoundError(f"dataset={name!r}: {root} does not exist")
+    if kind == "npz":
+        return _load_npz(name, root)
+    return _load_image_folder(name, root)
+
+
+# -- npz --------------------------------------------------------------------------------------
+
+
+def _load_npz(name: str, file: Path) -> ImageData:
+    if not file.is_file():
+        raise DataError(f"dataset={name!r}: {file} is not a file (npz: takes one .npz file)")
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptDatasetError(f"{file}: not a readable .npz without pickles ({e})") from None
+    names = next((arrays[k] for k in ("classes", "class_names", "label_names") if k in arrays), None)
+    if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
+        x_tr, y_tr = _images(file, arrays["x_train"], "x_train"), _labels(file, arrays["y_train"], "y_train")
+        x_te, y_te = _images(file, arrays["x_test"], "x_test"), _labels(file, arrays["y_test"], "y_test")
+        split = "split given (x_train/x_test)"
+    elif {"x", "y"} <= set(arrays):
+        x, y = _images(file, arrays["x"], "x"), _labels(file, arrays["y"], "y")
+        if len(x) != len(y):
+            raise CorruptDatasetError(f"{file}: x has {len(x)} images but y has {len(y)} labels")
+        (x_tr, y_tr), (x_te, y_te), split = _made_split(file, x, y)
+    else:
+        raise CorruptDatasetError(f"{file}: expected arrays x and y (or x_train, y_train, x_test, "
+                                  f"y_test); found {', '.join(sorted(arrays)) or 'none'}")
+    for x_, y_, what in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
+        if len(x_) != len(y_):
+            raise CorruptDatasetError(f"{file}: {what} split has {len(x_)} images but {len(y_)} labels")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise CorruptDatasetError(f"{file}: train images are {x_tr.shape[1:]} but test images "
+                                  f"{x_te.shape[1:]}")
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    classes = _class_names(file, names, num_classes)
+    _check_classes(file, y_tr, classes)
+    return _image_data(name, x_tr, y_tr, x_te, y_te, classes, f"{file} (npz, {split})")
+
+
+def _images(file: Path, x: np.ndarray, key: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise CorruptDatasetError(f"{file}: {key} is {x.dtype}; images must be uint8 in [0, 255] "
+                                  "(e.g. x = (x * 255).round().astype(np.uint8))")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or 0 in x.shape:
+        raise CorruptDatasetError(f"{file}: {key} has shape {x.shape}; expected (N, H, W) or "
+                                  "(N, H, W, C) with C = 1 or 3 (channels last)")
+    return x
+
+
+def _labels(file: Path, y: np.ndarray, key: str) -> np.ndarray:
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise CorruptDatasetError(f"{file}: {key} must be a 1-d array of integer class indices, "
+                                  f"got {y.dtype} {y.shape}")
+    if len(y) and y.min() < 0:
+        raise CorruptDatasetError(f"{file}: {key} has the negative label {int(y.min())}")
+    return y.astype(np.int64)
+
+
+def _class_names(file: Path, names: np.ndarray | None, num_classes: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    names = [str(n) for n in np.asarray(names).reshape(-1)]
+    if len(names) < num_classes:
+        raise CorruptDatasetError(f"{file}: {len(names)} class names for labels up to "
+                                  f"{num_classes - 1}")
+    return names
+
+
+# -- image folders ----------------------------------------------------------------------------
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: d.name)
+
+
+def _files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
+    for label, c in enumerate(classes):
+        for f in sorted((root / c).rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(f)
+                labels.append(label)
+    return files, labels
+
+
+def _load_image_folder(name: str, root: Path) -> ImageData:
+    if not root.is_dir():
+        raise DataError(f"dataset={name!r}: {root} is not a directory (imagefolder: takes a folder "
+                        "with one sub-folder of images per class)")
+    split_dirs = [root / "train", next((root / s for s in ("test", "val") if (root / s).is_dir()), None)]
+    given = split_dirs[0].is_dir() and split_dirs[1] is not None
+    top = split_dirs[0] if given else root
+    classes = [d.name for d in _class_folders(top)]
+    if given:
+        test_classes = [d.name for d in _class_folders(split_dirs[1])]
+        if test_classes != classes:
+            raise DataError(f"{root}: the class folders of {split_dirs[0].name}/ ({', '.join(classes)}) "
+                            f"and {split_dirs[1].name}/ ({', '.join(test_classes)}) differ")
+    if len(classes) < 2:
+        raise DataError(f"{top}: found {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+                        "an image folder needs one sub-folder per class and at least 2 classes")
+    parts = [_files(top, classes)] + ([_files(split_dirs[1], classes)] if given else [])
+    for (files, labels), where in zip(parts, (top, split_dirs[1])):
+        if not files:
+            raise DataError(f"{where}: no images (files ending in {', '.join(IMAGE_EXTENSIONS)}) "
+                            f"in its class folders {', '.join(classes)}")
+        empty = sorted(set(range(len(classes))) - set(labels))
+        if empty and not given:
+            raise DataError(f"{where}: the class folder(s) {', '.join(classes[i] for i in empty)} "
+                            "hold no images")
+    arrays = _decode_cached(root, parts, classes)
+    if given:
+        x_tr, y_tr, x_te, y_te = arrays
+        split = f"split given ({split_dirs[0].name}/ and {split_dirs[1].name}/)"
+    else:
+        x, y = arrays[0], arrays[1]
+        (x_tr, y_tr), (x_te, y_te), split = _made_split(root, x, y)
+    _check_classes(root, y_tr, classes)
+    return _image_data(name, x_tr, y_tr, x_te, y_te, classes,
+                       f"{root} (image folder, {len(classes)} classes, {split})")
+
+
+def _cache_file(root: Path, parts: list[tuple[list[Path], list[int]]]) -> Path:
+    h = hashlib.sha256(json.dumps([_CACHE_VERSION, str(root)]).encode())
+    for files, labels in parts:
+        for f, label in zip(files, labels):
+            st = f.stat()
+            h.update(f"{f.relative_to(root)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    base = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "mgiad")
+    return base / "imagefolder" / f"{root.name}-{h.hexdigest()[:20]}.npz"
+
+
+def _decode_cached(root: Path, parts: list[tuple[list[Path], list[int]]],
+                   classes: list[str]) -> list[np.ndarray]:
+    """[x, y] (or [x_train, y_train, x_test, y_test]) decoded once, then read from the cache."""
+    cache = _cache_file(root, parts)
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return [z[f"a{i}"] for i in range(2 * len(parts))]
+        except (ValueError, OSError, EOFError, KeyError):
+            pass  # a damaged cache is decoded again and rewritten
+    decoded = _decode(parts)
+    first = decoded[0]
+    print(f"mgiad: decoded {sum(len(p[0]) for p in parts):,} images of {root} "
+          f"({first.shape[1]}x{first.shape[2]}, {first.shape[3]} channel(s)); cached in {cache}")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"a{i}": a for i, a in enumerate(decoded)})
+        os.replace(tmp, cache)
+    except OSError as e:  # an unwritable cache costs time, not correctness
+        print(f"mgiad: could not write the decode cache {cache} ({e.strerror or e}); decoding "
+              "again next time")
+    return decoded
+
+
+def _decode(parts: list[tuple[list[Path], list[int]]]) -> list[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[tuple[Path, np.ndarray]] = []
+    for files, _ in parts:
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im.load()
+                    grey = im.mode in ("1", "L", "I;16", "I", "F")
+                    images.append((f, np.asarray(im.convert("L" if grey else "RGB"))))
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+                raise CorruptDatasetError(f"{f}: cannot read this image ({e}); remove or replace "
+                                          "it") from None
+    size = images[0][1].shape[:2]
+    for f, a in images:
+        if a.shape[:2] != size:
+            raise DataError(
+                f"{f} is {a.shape[1]}x{a.shape[0]} but {images[0][0]} is {size[1]}x{size[0]}: an "
+                "image folder must hold images of one size (resize them first, e.g. to 32x32)")
+    rgb = any(a.ndim == 3 for _, a in images)
+    out: list[np.ndarray] = []
+    start = 0
+    for files, labels in parts:
+        chunk = [a for _, a in images[start:start + len(files)]]
+        start += len(files)
+        if rgb:
+            chunk = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in chunk]
+        x = np.stack(chunk)
+        out += [x if x.ndim == 4 else x[..., None], np.asarray(labels, dtype=np.int64)]
+    return out
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+
+def _made_split(where: Path, x: np.ndarray, y: np.ndarray):
+    """A stratified split: round(20%) of each class (at least 1) to test, seed 0."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < 2:
+            raise DataError(f"{where}: class {int(c)} has {len(idx)} image; a made train/test "
+                            "split needs at least 2 per class (or give the split)")
+        k = max(1, int(round(TEST_FRACTION * len(idx))))
+        test[rng.choice(idx, size=k, replace=False)] = True
+    split = f"split made: {int(test.sum())} test images, {TEST_FRACTION:.0%} of each class, seed {SPLIT_SEED}"
+    return (x[~test], y[~test]), (x[test], y[test]), split
+
+
+def _check_classes(where: Path, y_train: np.ndarray, classes: list[str]) -> None:
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{where}: the training split has {len(present)} class; training a "
+                        "classifier needs at least 2")
+    if present.max() >= len(classes):
+        raise CorruptDatasetError(f"{where}: label {int(present.max())} but {len(classes)} classes")
+
+
+def _image_data(name: str, x_tr, y_tr, x_te, y_te, classes: list[str], source: str) -> ImageData:
+    return ImageData(name=name, x_train=torch.from_numpy(np.ascontiguousarray(x_tr)),
+                     y_train=torch.from_numpy(np.asarray(y_tr, dtype=np.int64)),
+                     x_test=torch.from_numpy(np.ascontiguousarray(x_te)),
+                     y_test=torch.from_numpy(np.asarray(y_te, dtype=np.int64)),
+                     classes=list(classes), source=source)

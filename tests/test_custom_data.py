@@ -1,0 +1,148 @@
+"""Your own data (mgiad/data/custom.py): ``imagefolder:PATH`` and ``npz:PATH`` load with classes,
+channels and size from the data, a recorded stratified split, a decode cache; `mgiad train`,
+`eval` and `predict` work on such a run; bad folders and files are one clear error naming them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgiad import cli
+from mgiad.data import custom
+from mgiad.data.datasets import DataError, load_dataset
+from mgiad.training.checkpoint import load_checkpoint
+from test_train import TINY_ARGS
+
+
+def _folder(root: Path, classes: dict[str, int], size=(12, 12), mode="RGB", seed=0) -> Path:
+    """Class c's images are bright in row band c, so a model can learn them."""
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            a = rng.integers(0, 60, size=(size[1], size[0], 3), dtype=np.uint8)
+            a[2 * k: 2 * k + 3] += 180
+            img = Image.fromarray(a)
+            (img.convert("L") if mode == "L" else img).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(custom.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_image_folder_made_split_is_stratified_recorded_and_cached(tmp_path, monkeypatch, capsys) -> None:
+    root = _folder(tmp_path / "pets", {"cat": 10, "dog": 15, "emu": 5})
+    data = load_dataset(f"imagefolder:{root}")
+    assert data.classes == ["cat", "dog", "emu"] and data.in_chans == 3 and data.image_size == 12
+    assert torch.bincount(data.y_test).tolist() == [2, 3, 1]  # round(20%) of each class
+    assert len(data.y_train) == 24 and data.name == f"imagefolder:{root}"
+    assert "split made: 6 test images, 20% of each class, seed 0" in data.source
+    assert "decoded 30 images" in capsys.readouterr().out
+    # the second load reads the cache: decoding is not called again, the data are the same
+    monkeypatch.setattr(custom, "_decode", lambda parts: pytest.fail("decoded again"))
+    again = load_dataset(f"imagefolder:{root}")
+    assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
+    # a changed file invalidates it
+    monkeypatch.undo()
+    Image.new("RGB", (12, 12), "white").save(root / "emu" / "000.png")
+    changed = load_dataset(f"imagefolder:{root}")
+    assert not torch.equal(changed.x_train, data.x_train) or not torch.equal(changed.x_test, data.x_test)
+
+
+def test_image_folder_given_split_and_greyscale(tmp_path) -> None:
+    _folder(tmp_path / "d" / "train", {"a": 4, "b": 4}, mode="L")
+    _folder(tmp_path / "d" / "val", {"a": 2, "b": 1}, mode="L", seed=1)
+    data = load_dataset(f"imagefolder:{tmp_path / 'd'}")
+    assert data.in_chans == 1 and len(data.y_train) == 8 and data.y_test.tolist() == [0, 0, 1]
+    assert "split given (train/ and val/)" in data.source
+
+
+def test_mixed_grey_and_colour_become_rgb(tmp_path) -> None:
+    root = _folder(tmp_path / "m", {"a": 3, "b": 3})
+    Image.new("L", (12, 12), 90).save(root / "a" / "grey.png")
+    data = load_dataset(f"imagefolder:{root}")
+    assert data.in_chans == 3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda r: (r / "a").mkdir(parents=True) or (r / "b").mkdir(), "no images"),
+    (lambda r: _folder(r, {"only": 4}), "at least 2 classes"),
+    (lambda r: _folder(r, {"a": 3, "b": 3}) and Image.new("RGB", (20, 12)).save(r / "b" / "big.png"),
+     "big.png is 20x12 but"),
+    (lambda r: _folder(r, {"a": 3, "b": 3}) and (r / "a" / "broken.png").write_bytes(b"not a png"),
+     "broken.png: cannot read this image"),
+    (lambda r: _folder(r, {"a": 3, "b": 1}), "class 1 has 1 image"),
+])
+def test_bad_image_folders_name_the_problem(tmp_path, make, message) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    make(root)
+    with pytest.raises(DataError, match=message):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_missing_path_and_data_dir(tmp_path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    with pytest.raises(DataError, match="data_dir does not apply"):
+        load_dataset(f"npz:{tmp_path / 'x.npz'}", tmp_path)
+
+
+def test_npz_made_and_given_splits(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(20, 8, 8), dtype=np.uint8)
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "two.npz", x=x, y=y, classes=np.array(["no", "yes"]))
+    data = load_dataset(f"npz:{tmp_path / 'two.npz'}")
+    assert data.classes == ["no", "yes"] and data.num_classes == 2 and data.in_chans == 1
+    assert torch.bincount(data.y_test).tolist() == [2, 2] and "split made" in data.source
+    np.savez(tmp_path / "given.npz", x_train=x[:, :, :, None].repeat(3, 3), y_train=y,
+             x_test=x[:4, :, :, None].repeat(3, 3), y_test=y[:4])
+    given = load_dataset(f"npz:{tmp_path / 'given.npz'}")
+    assert given.in_chans == 3 and given.classes == ["0", "1"] and "split given" in given.source
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((4, 8, 8), np.float32), "y": np.arange(4) % 2}, "x is float32; images must be uint8"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.arange(4) / 2}, "integer class indices"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.arange(3)}, "4 images but y has 3"),
+    ({"images": np.zeros((4, 8, 8), np.uint8)}, "expected arrays x and y"),
+    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.array([0, 1, 0, 1], dtype=object)}, "without pickles"),
+])
+def test_bad_npz_files(tmp_path, arrays, message) -> None:
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_train_eval_predict_on_an_image_folder(tmp_path, capsys) -> None:
+    """The acceptance path: train --dataset imagefolder:PATH --epochs 1, then eval and predict on
+    the run; classes and channels come from the folder, the run directory name is a file name."""
+    root = _folder(tmp_path / "pets", {"cat": 12, "dog": 12, "emu": 12}, size=(16, 16))
+    out = tmp_path / "runs"
+    args = ["train", f"--dataset=imagefolder:{root}", *TINY_ARGS, "--epochs=1", "--batch_size=8",
+            "--threads=1", f"--out_dir={out}", "--augment=crop-flip", "--tensorboard=false"]
+    assert cli.main(args) == 0
+    (run,) = out.iterdir()
+    assert run.name.startswith("mgiad_3lvl-imagefolder-pets-s0-")
+    header = load_checkpoint(run).header
+    assert header["classes"] == ["cat", "dog", "emu"] and header["num_classes"] == 3
+    assert header["augment_policy"] == "crop-flip"
+    assert header["dataset"] == f"imagefolder:{root}"
+    assert "split made: 6 test images" in json.loads((run / "run.json").read_text())["data_source"]
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_images"] == 6 and sorted(result["per_class"]) == ["cat", "dog", "emu"]
+    assert "split made: 6 test images" in result["data_source"]  # the same split again
+    assert cli.main(["predict", str(run), str(root / "dog" / "000.png"), "--topk", "3"]) == 0
+    line = capsys.readouterr().out
+    assert "000.png" in line and all(c in line for c in ("cat", "dog", "emu"))
