@@ -117,3 +117,43 @@ def test_torch_hub_local(tmp_path, monkeypatch) -> None:
     model = torch.hub.load(str(repo), "mgiad_3lvl", source="local", num_classes=4, c_K=8)
     assert type(model).__name__ == "MGiaD" and model.c_K == 8
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 4)
+
+
+def test_timm_training_pipeline_on_an_image_folder(tmp_path) -> None:
+    """What timm's train.py does, with timm's own pieces: create_model by name, resolve the data
+    config, a folder dataset and loader with timm's transforms, timm's optimizer and scheduler;
+    the loss falls over a few steps. (train.py itself is not in the timm wheel:
+    benchmarks/timm_train.sh runs it; results/timm/train-py.txt.)"""
+    timm = pytest.importorskip("timm")
+    from PIL import Image
+    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(("cat", "dog")):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(16):
+            a = torch.randint(0, 60, (32, 32, 3), generator=g, dtype=torch.uint8)
+            a[8 * k: 8 * k + 8] += 180  # class k is bright in its own band
+            Image.fromarray(a.numpy()).save(tmp_path / "train" / name / f"{i}.png")
+    torch.manual_seed(0)
+    model = timm.create_model("mgiad_3lvl", pretrained=False, num_classes=2, drop_rate=0.1)
+    cfg = resolve_data_config({}, model=model)
+    assert cfg["input_size"] == (3, 32, 32)
+    dataset = create_dataset("", root=str(tmp_path), split="train", is_training=True)
+    loader = create_loader(dataset, input_size=cfg["input_size"], batch_size=8, is_training=True,
+                           use_prefetcher=False, mean=cfg["mean"], std=cfg["std"], num_workers=0,
+                           no_aug=True)
+    optimizer = create_optimizer_v2(model, opt="sgd", lr=0.05, momentum=0.9)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=4)
+    losses = []
+    for epoch in range(4):
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step(epoch + 1)
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses

@@ -31,7 +31,7 @@ VARIANT = "variant.json"
 #: which imports torch; kept equal by a test).
 NEUTRAL_KEYS = frozenset(
     {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s",
-     "tensorboard", "out_dir", "run_name"}
+     "tensorboard", "out_dir", "run_name", "track", "track_project"}
 )
 #: Keys the sweep sets itself for every run.
 _SWEEP_OWNED = {"seed": "--seeds", "out_dir": "--results-dir", "run_name": "--rows",

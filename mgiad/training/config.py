@@ -120,6 +120,9 @@ class RunConfig:
         time_budget_s: stop after the epoch that would make the next one exceed this budget;
             the run can be continued with ``--resume``.
         tensorboard: also log to TensorBoard if it is installed.
+        track: also log to ``wandb``, ``mlflow`` or both (``"wandb,mlflow"``); needs the extra of
+            the same name (docs/training.md, "Tracking").
+        track_project: the W&B project / MLflow experiment (default ``mgiad``).
     """
 
     model: str = "mgiad"
@@ -153,6 +156,8 @@ class RunConfig:
     max_steps_per_epoch: int | None = None
     time_budget_s: float | None = None
     tensorboard: bool = True
+    track: str | None = None
+    track_project: str = "mgiad"
 
     # ----------------------------------------------------------------------------------
     # construction
@@ -289,6 +294,11 @@ class RunConfig:
         )
         _require(self.time_budget_s is None or (_finite(self.time_budget_s) and self.time_budget_s > 0),
                  "time_budget_s", self.time_budget_s, "a number of seconds > 0 or none")
+        from .tracking import parse_trackers
+
+        parse_trackers(self.track)
+        _require(isinstance(self.track_project, str) and self.track_project.strip() != "",
+                 "track_project", self.track_project, "a non-empty name")
         for key in self.model_kwargs:
             if not isinstance(key, str) or not key.isidentifier():
                 raise ValueError(f"model_kwargs key {key!r} is not a valid hyper-parameter name")

@@ -77,11 +77,12 @@ from .lock import RunLock
 from .machine import git_rev, hardware_string, resolve_device
 from .progress import Progress, fmt_time
 from .threads import configure_threads, recorded_threads
+from .tracking import Trackers, check_installed, parse_trackers
 
 #: Keys a resumed run may change: they do not alter the training trajectory.
 RESUME_MUTABLE = frozenset(
     {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s", "tensorboard",
-     "out_dir", "run_name"}
+     "out_dir", "run_name", "track", "track_project"}
 )
 _CUDA_CHECK_EVERY = 25  # steps between NaN checks on CUDA (each check is a host sync)
 
@@ -247,6 +248,8 @@ class _Run:
         self.run_dir: Path | None = None
         self.epoch: int | None = None  # the epoch in progress (0-based)
         self.checkpointed = 0  # epochs in the checkpoint on disk
+        self.trackers: Trackers | None = None  # W&B / MLflow (main process, when asked for)
+        self.end_status = "failed"  # what the trackers hear if the run ends without finish()
 
     def run(self) -> dict[str, Any]:
         try:
@@ -277,6 +280,8 @@ class _Run:
         return "completed"
 
     def close(self) -> None:
+        if self.trackers is not None:  # interrupted, diverged or failed
+            self.trackers.finish({"status": self.end_status})
         if self.progress is not None:
             self.progress.close()
         if self.writer is not None:
@@ -289,6 +294,7 @@ class _Run:
     def set_up(self) -> None:
         """Global torch settings, data, model, optimizer, random streams and the run directory."""
         cfg, device = self.cfg, self.device
+        check_installed(parse_trackers(cfg.track))  # a missing tracker fails before any work
         self.threads = configure_threads(cfg.threads, previous=recorded_threads(self.resume_dir))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -473,6 +479,10 @@ class _Run:
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
             if cfg.tensorboard:
                 self.writer = _summary_writer(run_dir / "tb", purge_step=self.start_epoch + 1)
+            if parse_trackers(cfg.track):
+                self.trackers = Trackers(parse_trackers(cfg.track), run_dir=run_dir,
+                                         run_id=self.run_id, project=cfg.track_project,
+                                         config={**cfg.to_dict(), "weights": self.weights})
 
         norm = {"mean": data.mean, "std": data.std, "pad_to": cfg.pad_to, "channels_last": cfg.channels_last}
         self.augment = augment_policy(self.augment_policy, **norm)
@@ -616,6 +626,7 @@ class _Run:
     def interrupted(self, e: KeyboardInterrupt) -> TrainingInterrupted:
         """What an interrupt leaves: the message names what is checkpointed and the command
         that continues; rank 0 writes a summary with status ``interrupted``."""
+        self.end_status = "interrupted"
         name = "SIGTERM" if isinstance(e, _SigTerm) else "SIGINT"
         run_dir = self.run_dir
         if run_dir is None or not (run_dir / "config.json").is_file():
@@ -685,6 +696,8 @@ class _Run:
             f.write(json.dumps(row) + "\n")
         if self.on_epoch_end is not None:
             self.on_epoch_end(dict(row))
+        if self.trackers is not None:
+            self.trackers.log(row)
         if self.writer is not None:
             for key in ("train_loss", "train_acc", "test_acc", "lr", "img_per_s"):
                 if row[key] is not None:
@@ -716,6 +729,7 @@ class _Run:
     # -- the end -------------------------------------------------------------------------------
 
     def write_diverged(self, e: TrainingDiverged) -> None:
+        self.end_status = "diverged"
         if self.dist.main:
             self.progress.close()
             atomic_write_text(self.run_dir / "summary.json", json.dumps({
@@ -725,6 +739,9 @@ class _Run:
     def finish(self, status: str) -> dict[str, Any]:
         """summary.json and the closing line."""
         summary = self._summary(status)
+        if self.trackers is not None:
+            self.trackers.finish(summary)
+            self.trackers = None
         if self.dist.main:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             final = summary["final_test_acc"]
