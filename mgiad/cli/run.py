@@ -80,10 +80,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify image files with a checkpoint",
-                       description="Print the top-k classes of each image file.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("predict", help="classify image files with a checkpoint or pretrained model",
+                       description="Print the top-k classes of each image file, with a run's "
+                       "checkpoint (predict RUN_DIR IMAGE...) or published weights (predict "
+                       "--model NAME --pretrained IMAGE...).")
+    p.add_argument("inputs", nargs="+", metavar="[RUN_DIR_OR_CHECKPOINT] IMAGE")
+    p.add_argument("--model", metavar="NAME", help="a model with published weights (with --pretrained)")
+    p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
     p.add_argument("--topk", type=int, default=3, help="classes per image (default 3)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help=f"refuse images of more than N pixels (default: ${ENV_MAX_PIXELS} or "
@@ -307,13 +310,26 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     check_count("--topk", args.topk)
     max_pixels = max_image_pixels(args.max_pixels)
     device = _device(args.device)
-    model, header = load_model(args.checkpoint, device=device)
+    if args.model is not None or args.pretrained:
+        if not (args.model and args.pretrained):
+            raise ValueError("--model NAME and --pretrained go together (untrained weights predict "
+                             "nothing); or give a checkpoint: mgiad predict RUN_DIR IMAGE...")
+        from mgiad.models.pretrained import pretrained_model
+
+        source, images = f"{args.model} (published weights)", args.inputs
+        model, header = pretrained_model(args.model, device=device)
+    else:
+        source, images = args.inputs[0], args.inputs[1:]
+        if not images:
+            raise ValueError(f"no image files after the checkpoint {source}: mgiad predict "
+                             "RUN_DIR_OR_CHECKPOINT IMAGE...")
+        model, header = load_model(source, device=device)
     size, channels = int(header.get("image_size", 32)), int(header["in_chans"])
     classes = list(header.get("classes") or [str(i) for i in range(header["num_classes"])])
-    mean, std = _normalisation(header, args.checkpoint)
+    mean, std = _normalisation(header, source)
     transform = BatchAugment(mean=mean, std=std, pad_to=header.get("pad_to")).test
     x = torch.stack([load_image(p, size=size, channels=channels, max_pixels=max_pixels)
-                     for p in args.images])
+                     for p in images])
     with torch.no_grad():
         probs = torch.softmax(model(transform(x.to(device))).float(), dim=1).cpu()
     k = min(args.topk, len(classes))
@@ -321,7 +337,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     results = [
         {"image": str(path), "top": [{"class": classes[i], "prob": p}
                                      for p, i in zip(ps.tolist(), ids.tolist())]}
-        for path, ps, ids in zip(args.images, top_p, top_i)
+        for path, ps, ids in zip(images, top_p, top_i)
     ]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -27,10 +27,22 @@ class Weights:
     in_chans: int
     test_acc: float  # %, measured by `mgiad eval`
     command: str  # the `mgiad train` command that made it
+    # What predicting with them needs (the training checkpoint's header fields):
+    classes: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    image_size: int = 32
+    pad_to: int | None = None
 
 
 #: model name -> its published weights (none yet)
 PUBLISHED: dict[str, Weights] = {}
+
+
+def published_in_chans(name: str) -> int | None:
+    """The input channels of ``name``'s published weights (None: none published; loading then
+    fails with the message of :func:`load_pretrained`)."""
+    return PUBLISHED[name].in_chans if name in PUBLISHED else None
 
 
 def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_chans: int | None) -> dict[str, Any]:
@@ -57,3 +69,16 @@ def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_
     if unexpected or [k for k in missing if not k.startswith("head.2.")]:
         raise ValueError(f"{path} does not fit {name}: missing {missing}, unexpected {unexpected}")
     return {"dataset": w.dataset, "test_acc": w.test_acc, "file": str(path), "sha256": w.sha256}
+
+
+def pretrained_model(name: str, *, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """``name`` with its published weights (hash checked), in eval mode, and a checkpoint-like
+    header (classes, normalisation, input size) for ``mgiad predict --model NAME --pretrained``."""
+    from .registry import create_model
+
+    model = create_model(name, pretrained=True)
+    w = PUBLISHED[name]
+    header = {"model": name, "num_classes": w.num_classes, "in_chans": w.in_chans,
+              "image_size": w.image_size, "pad_to": w.pad_to, "mean": list(w.mean),
+              "std": list(w.std), "classes": list(w.classes), "dataset": w.dataset}
+    return model.to(device).eval(), header

@@ -122,6 +122,11 @@ def create_model(
     from .classifier import check_global_pool
 
     check_global_pool(global_pool)
+    if pretrained:  # the published weights' input channels unless asked otherwise (then refused)
+        from .pretrained import published_in_chans
+
+        if kwargs.get("in_chans") is None and published_in_chans(name) is not None:
+            kwargs["in_chans"] = published_in_chans(name)
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
     cfg = dict(model.pretrained_cfg) if hasattr(model, "pretrained_cfg") else {}

@@ -1,0 +1,89 @@
+"""Published weights (mgiad/models/pretrained.py), exercised with weights this test publishes
+itself: create_model/timm load them hash-checked, `mgiad predict --model NAME --pretrained` gives
+the predictions of the checkpoint they came from, a damaged file is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import mgiad
+from mgiad import cli
+from mgiad.models import pretrained
+from mgiad.training.checkpoint import load_model
+from mgiad.training.loop import train
+from test_train import tiny_config, write_fake_fmnist
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pretrained")
+    n = torch.get_num_threads()
+    # the registered mgiad_3lvl with its own defaults: published weights fit the plain name
+    train(tiny_config(write_fake_fmnist(tmp / "data"), tmp / "runs", epochs=1, model_kwargs={}))
+    torch.set_num_threads(n)
+    return tmp / "runs" / "run"
+
+
+@pytest.fixture
+def published(run, tmp_path, monkeypatch) -> Path:
+    model, header = load_model(run)
+    file = tmp_path / "mgiad_3lvl-test.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(file))
+    weights = pretrained.Weights(
+        file=file.name, sha256=hashlib.sha256(file.read_bytes()).hexdigest(), dataset="fashionmnist",
+        num_classes=10, in_chans=1, test_acc=0.0, command="(test)", classes=tuple(header["classes"]),
+        mean=tuple(header["mean"]), std=tuple(header["std"]), image_size=header["image_size"])
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(pretrained.PUBLISHED, "mgiad_3lvl", weights)
+    return file
+
+
+def _image(tmp_path: Path) -> Path:
+    path = tmp_path / "item.png"
+    g = torch.Generator().manual_seed(0)
+    Image.fromarray(torch.randint(0, 255, (28, 28), generator=g, dtype=torch.uint8).numpy()).save(path)
+    return path
+
+
+def test_predict_with_published_weights_equals_the_checkpoint(run, published, tmp_path, capsys) -> None:
+    image = _image(tmp_path)
+    assert cli.main(["predict", str(run), str(image), "--json"]) == 0
+    from_checkpoint = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", "--model", "mgiad_3lvl", "--pretrained", str(image), "--json"]) == 0
+    from_published = json.loads(capsys.readouterr().out)
+    assert from_published == from_checkpoint
+
+
+def test_create_model_and_timm_load_them(run, published) -> None:
+    model, _ = load_model(run)
+    x = torch.randn(2, 1, 28, 28)
+    loaded = mgiad.create_model("mgiad_3lvl", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    timm = pytest.importorskip("timm")
+    via_timm = timm.create_model("mgiad_3lvl", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(via_timm(x), model(x))
+
+
+def test_a_damaged_weights_file_is_refused(published, tmp_path, capsys) -> None:
+    data = bytearray(published.read_bytes())
+    data[-1] ^= 1
+    published.write_bytes(bytes(data))
+    assert cli.main(["predict", "--model", "mgiad_3lvl", "--pretrained", str(_image(tmp_path))]) == 2
+    assert "does not match the published" in capsys.readouterr().err
+
+
+def test_predict_argument_errors(tmp_path, capsys) -> None:
+    image = str(_image(tmp_path))
+    assert cli.main(["predict", "--model", "mgiad_3lvl", image]) == 2
+    assert "--model NAME and --pretrained go together" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", "mgiad_3lvl", "--pretrained", image]) == 2
+    assert "no pretrained weights for 'mgiad_3lvl'" in capsys.readouterr().err
