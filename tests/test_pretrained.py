@@ -41,7 +41,7 @@ def published(run, tmp_path, monkeypatch) -> Path:
         num_classes=10, in_chans=1, test_acc=0.0, command="(test)", classes=tuple(header["classes"]),
         mean=tuple(header["mean"]), std=tuple(header["std"]), image_size=header["image_size"])
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setitem(pretrained.PUBLISHED, "mgiad_3lvl", weights)
+    monkeypatch.setitem(pretrained.PUBLISHED, "mgiad_3lvl.fashionmnist", weights)
     return file
 
 
@@ -56,9 +56,10 @@ def test_predict_with_published_weights_equals_the_checkpoint(run, published, tm
     image = _image(tmp_path)
     assert cli.main(["predict", str(run), str(image), "--json"]) == 0
     from_checkpoint = json.loads(capsys.readouterr().out)
-    assert cli.main(["predict", "--model", "mgiad_3lvl", "--pretrained", str(image), "--json"]) == 0
-    from_published = json.loads(capsys.readouterr().out)
-    assert from_published == from_checkpoint
+    for name in ("mgiad_3lvl", "mgiad_3lvl.fashionmnist"):
+        assert cli.main(["predict", "--model", name, "--pretrained", str(image), "--json"]) == 0
+        from_published = json.loads(capsys.readouterr().out)
+        assert from_published == from_checkpoint
 
 
 def test_create_model_and_timm_load_them(run, published) -> None:
@@ -71,6 +72,12 @@ def test_create_model_and_timm_load_them(run, published) -> None:
     via_timm = timm.create_model("mgiad_3lvl", pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(via_timm(x), model(x))
+    tagged = timm.create_model("mgiad_3lvl.fashionmnist", pretrained=True).eval()  # timm's tags
+    assert tagged.pretrained_cfg["tag"] == "fashionmnist"
+    with torch.no_grad():
+        assert torch.equal(tagged(x), model(x))
+    with pytest.raises(ValueError, match="no pretrained weights for 'mgiad_3lvl.cifar10'"):
+        mgiad.create_model("mgiad_3lvl.cifar10", pretrained=True)
 
 
 def test_a_damaged_weights_file_is_refused(published, tmp_path, capsys) -> None:

@@ -35,25 +35,43 @@ class Weights:
     pad_to: int | None = None
 
 
-#: model name -> its published weights (none yet)
+#: ``model.tag`` (timm's naming: the tag names the training data) -> its published weights
 PUBLISHED: dict[str, Weights] = {}
 
 
-def published_in_chans(name: str) -> int | None:
-    """The input channels of ``name``'s published weights (None: none published; loading then
-    fails with the message of :func:`load_pretrained`)."""
-    return PUBLISHED[name].in_chans if name in PUBLISHED else None
+def published_key(name: str, tag: str | None = None) -> str:
+    """The PUBLISHED key of ``name`` with ``tag`` (or its first published tag), or a ValueError
+    that lists what is published."""
+    if tag:
+        if f"{name}.{tag}" in PUBLISHED:
+            return f"{name}.{tag}"
+    else:
+        for key in PUBLISHED:
+            if key.partition(".")[0] == name:
+                return key
+    available = ", ".join(sorted(PUBLISHED)) or "none in this release"
+    asked = f"{name}.{tag}" if tag else name
+    raise ValueError(f"no pretrained weights for {asked!r} (available: {available}); train "
+                     f"them with `mgiad train --model {name}` and load the checkpoint instead")
 
 
-def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_chans: int | None) -> dict[str, Any]:
-    """Load ``name``'s published weights into ``model`` (hash checked); returns its cfg."""
-    if name not in PUBLISHED:
-        available = ", ".join(sorted(PUBLISHED)) or "none in this release"
-        raise ValueError(f"no pretrained weights for {name!r} (available: {available}); train "
-                         f"them with `mgiad train --model {name}` and load the checkpoint instead")
-    w = PUBLISHED[name]
+def published_in_chans(name: str, tag: str | None = None) -> int | None:
+    """The input channels of the published weights (None: none published; loading then fails
+    with the message of :func:`published_key`)."""
+    try:
+        return PUBLISHED[published_key(name, tag)].in_chans
+    except ValueError:
+        return None
+
+
+def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_chans: int | None,
+                    tag: str | None = None) -> dict[str, Any]:
+    """Load the published weights of ``name`` (``tag``: which; default the first) into ``model``,
+    hash checked; returns its cfg."""
+    key = published_key(name, tag)
+    w = PUBLISHED[key]
     if in_chans not in (None, w.in_chans):
-        raise ValueError(f"the pretrained {name} takes {w.in_chans} input channels, not {in_chans}")
+        raise ValueError(f"the pretrained {key} takes {w.in_chans} input channels, not {in_chans}")
     path = WEIGHTS_DIR / w.file
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -68,17 +86,22 @@ def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("head.2.")]:
         raise ValueError(f"{path} does not fit {name}: missing {missing}, unexpected {unexpected}")
-    return {"dataset": w.dataset, "test_acc": w.test_acc, "file": str(path), "sha256": w.sha256}
+    return {"dataset": w.dataset, "test_acc": w.test_acc, "file": str(path), "sha256": w.sha256,
+            "tag": key.partition(".")[2], "num_classes": w.num_classes, "mean": tuple(w.mean),
+            "std": tuple(w.std), "input_size": (w.in_chans, w.pad_to or w.image_size,
+                                                 w.pad_to or w.image_size)}
 
 
 def pretrained_model(name: str, *, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """``name`` with its published weights (hash checked), in eval mode, and a checkpoint-like
-    header (classes, normalisation, input size) for ``mgiad predict --model NAME --pretrained``."""
+    """``name`` (``model`` or ``model.tag``) with its published weights (hash checked), in eval
+    mode, and a checkpoint-like header (classes, normalisation, input size) for
+    ``mgiad predict --model NAME --pretrained``."""
     from .registry import create_model
 
+    arch, _, tag = name.partition(".")
+    w = PUBLISHED[published_key(arch, tag or None)]
     model = create_model(name, pretrained=True)
-    w = PUBLISHED[name]
-    header = {"model": name, "num_classes": w.num_classes, "in_chans": w.in_chans,
+    header = {"model": arch, "num_classes": w.num_classes, "in_chans": w.in_chans,
               "image_size": w.image_size, "pad_to": w.pad_to, "mean": list(w.mean),
               "std": list(w.std), "classes": list(w.classes), "dataset": w.dataset}
     return model.to(device).eval(), header

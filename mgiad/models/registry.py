@@ -110,6 +110,9 @@ def create_model(
     dropout before the classifier, ``global_pool`` must be ``'avg'``, ``pretrained_cfg_overlay``
     updates ``model.pretrained_cfg``. An argument the networks cannot honour is an error.
     """
+    name, _, tag = name.partition(".")  # timm's "model.tag": which published weights
+    if isinstance(pretrained_cfg, str):  # timm.create_model passes the tag this way
+        tag, pretrained_cfg = tag or pretrained_cfg, None
     _check_name(name)
     for key, why in _UNSUPPORTED.items():
         if kwargs.get(key):
@@ -125,8 +128,8 @@ def create_model(
     if pretrained:  # the published weights' input channels unless asked otherwise (then refused)
         from .pretrained import published_in_chans
 
-        if kwargs.get("in_chans") is None and published_in_chans(name) is not None:
-            kwargs["in_chans"] = published_in_chans(name)
+        if kwargs.get("in_chans") is None and published_in_chans(name, tag or None) is not None:
+            kwargs["in_chans"] = published_in_chans(name, tag or None)
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
     cfg = dict(model.pretrained_cfg) if hasattr(model, "pretrained_cfg") else {}
@@ -134,7 +137,9 @@ def create_model(
         from .pretrained import load_pretrained
 
         cfg.update(load_pretrained(model, name, num_classes=kwargs.get("num_classes"),
-                                   in_chans=kwargs.get("in_chans")))
+                                   in_chans=kwargs.get("in_chans"), tag=tag or None))
+    elif tag:
+        raise ValueError(f"{name}.{tag}: a tag names published weights; pass pretrained=True")
     if isinstance(pretrained_cfg, dict):
         cfg.update(pretrained_cfg)
     cfg.update(pretrained_cfg_overlay or {})
