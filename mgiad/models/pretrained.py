@@ -33,6 +33,11 @@ class Weights:
     std: tuple[float, ...] = ()
     image_size: int = 32
     pad_to: int | None = None
+    # How they were made (README table): weight count, epochs, wall hours, the machine
+    weights: int = 0
+    epochs: int = 0
+    train_hours: float = 0.0
+    hardware: str = ""
 
 
 #: ``model.tag`` (timm's naming: the tag names the training data) -> its published weights
