@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 import mgiad

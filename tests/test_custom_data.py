@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_train import TINY_ARGS
 
 from mgiad import cli
 from mgiad.data import custom
 from mgiad.data.datasets import DataError, load_dataset
 from mgiad.training.checkpoint import load_checkpoint
-from test_train import TINY_ARGS
 
 
 def _folder(root: Path, classes: dict[str, int], size=(12, 12), mode="RGB", seed=0) -> Path:

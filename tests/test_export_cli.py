@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import tiny_config, write_fake_fmnist
 
 import mgiad
 from mgiad import cli
@@ -19,7 +20,6 @@ from mgiad.models import export as export_mod
 from mgiad.models.export import ExportMismatch, export_model, from_pretrained, save_pretrained
 from mgiad.training.checkpoint import load_model
 from mgiad.training.loop import train
-from test_train import tiny_config, write_fake_fmnist
 
 
 @pytest.fixture(scope="module")

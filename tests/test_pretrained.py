@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from test_train import tiny_config, write_fake_fmnist
 
 import mgiad
 from mgiad import cli
 from mgiad.models import pretrained
 from mgiad.training.checkpoint import load_model
 from mgiad.training.loop import train
-from test_train import tiny_config, write_fake_fmnist
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from test_train import tiny_config, write_fake_fmnist
 
 from mgiad.training.loop import train
-from test_train import tiny_config, write_fake_fmnist
 
 
 def _local_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

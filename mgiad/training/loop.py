@@ -41,12 +41,12 @@ import hashlib
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import threading
 import time
 import uuid
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
