@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mgiad.cli import main
 from mgiad.perf.bench import bench, parse_spec
 
@@ -38,6 +40,11 @@ def test_bench_cli_prints_ratios_and_writes_json(tmp_path, capsys) -> None:
     assert data["machine"] and len(data["results"]) == 2
     assert [r["baseline"] for r in data["results"]] == [TINY[0]] * 2
     assert data["results"][0]["train_ratio"] == 1.0
+    # the FLOP ratio to the baseline and the fraction of it the speed ratio achieves
+    base, other = data["results"]
+    assert other["flop_ratio"] == pytest.approx(base["gflops"] / other["gflops"])
+    assert other["train_flop_fraction"] == pytest.approx(other["train_ratio"] / other["flop_ratio"])
+    assert "FLOP×" in text and "%FLOP train/infer" in text
 
 
 def test_each_model_compares_with_the_nearest_baseline_before_it(capsys) -> None:

@@ -256,16 +256,26 @@ def baselines_for(results: list[BenchResult], baselines: list[str] | None) -> li
     return out
 
 
+def flop_ratio(r: BenchResult, b: BenchResult) -> float:
+    """The baseline's forward FLOPs over the model's: the speed-up equal per-FLOP efficiency
+    would give (issue 10: 'the achieved fraction of it' = speed ratio / this)."""
+    return b.gflops / r.gflops if r.gflops else float("nan")
+
+
 def format_table(results: list[BenchResult], baselines: list[str] | None = None) -> str:
+    """One row per model; × = ratio to its baseline (``vs``); FLOP× = the baseline's FLOPs over the
+    model's; %FLOP = the training and inference speed ratios as a percentage of FLOP×."""
     bases = baselines_for(results, baselines)
     lines = [f"{'model':<42} {'weights':>11} {'GFLOPs':>7} {'train img/s':>11} {'×':>5} "
-             f"{'infer img/s':>11} {'×':>5} {'peak MB':>8} {'×':>5}  vs"]
+             f"{'infer img/s':>11} {'×':>5} {'peak MB':>8} {'×':>5} {'FLOP×':>6} "
+             f"{'%FLOP train/infer':>17}  vs"]
     for r, b in zip(results, bases):
         mem_ratio = f"{r.peak_mem_mb / b.peak_mem_mb:5.2f}" if b.peak_mem_mb else "    -"
+        train, infer, flops = r.train_img_s / b.train_img_s, r.infer_img_s / b.infer_img_s, flop_ratio(r, b)
         lines.append(
             f"{r.name:<42} {r.weights:>11,} {r.gflops:>7.3f} {r.train_img_s:>11.1f} "
-            f"{r.train_img_s / b.train_img_s:>5.2f} {r.infer_img_s:>11.1f} "
-            f"{r.infer_img_s / b.infer_img_s:>5.2f} {r.peak_mem_mb:>8.0f} {mem_ratio}  {b.name}"
+            f"{train:>5.2f} {r.infer_img_s:>11.1f} {infer:>5.2f} {r.peak_mem_mb:>8.0f} {mem_ratio} "
+            f"{flops:>6.2f} {f'{100 * train / flops:.0f}% / {100 * infer / flops:.0f}%':>17}  {b.name}"
         )
     return "\n".join(lines)
 
@@ -278,6 +288,9 @@ def to_json(results: list[BenchResult], settings: dict[str, Any], baselines: lis
         row["train_ratio"] = r.train_img_s / b.train_img_s
         row["infer_ratio"] = r.infer_img_s / b.infer_img_s
         row["memory_ratio"] = r.peak_mem_mb / b.peak_mem_mb if b.peak_mem_mb else None
+        row["flop_ratio"] = flop_ratio(r, b)
+        row["train_flop_fraction"] = row["train_ratio"] / row["flop_ratio"]
+        row["infer_flop_fraction"] = row["infer_ratio"] / row["flop_ratio"]
         rows.append(row)
     return json.dumps({"machine": machine(settings.get("device", "auto")), "settings": settings,
                        "results": rows}, indent=2)
