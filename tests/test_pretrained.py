@@ -80,6 +80,21 @@ def test_create_model_and_timm_load_them(run, published) -> None:
         mgiad.create_model("mgiad_3lvl.cifar10", pretrained=True)
 
 
+def test_eval_of_published_weights_equals_the_checkpoint(run, published, capsys, monkeypatch) -> None:
+    """`mgiad eval --model NAME --pretrained` reproduces what the checkpoint scores (the README's
+    table of published weights is checked this way). The weights say FashionMNIST; the test points
+    the search at the run's fake FashionMNIST files."""
+    monkeypatch.setenv("MGIAD_DATA_DIR", json.loads((run / "config.json").read_text())["data_dir"])
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    from_checkpoint = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", "--model", "mgiad_3lvl.fashionmnist", "--pretrained", "--json"]) == 0
+    from_published = json.loads(capsys.readouterr().out)
+    assert from_published["test_acc"] == from_checkpoint["test_acc"]
+    assert from_published["per_class"] == from_checkpoint["per_class"]
+    assert cli.main(["eval", str(run), "--model", "mgiad_3lvl", "--pretrained"]) == 2
+    assert "either a checkpoint" in capsys.readouterr().err
+
+
 def test_a_damaged_weights_file_is_refused(published, tmp_path, capsys) -> None:
     data = bytearray(published.read_bytes())
     data[-1] ^= 1

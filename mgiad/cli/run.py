@@ -70,7 +70,9 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="test accuracy (and per class) of a run or checkpoint",
                        description="Evaluate a checkpoint on its dataset's test split.")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", nargs="?")
+    p.add_argument("--model", metavar="NAME", help="evaluate published weights (with --pretrained)")
+    p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
     p.add_argument("--data-dir", help="where the dataset lives (default: the run's, then search)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
@@ -178,9 +180,22 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     check_count("--batch-size", args.batch_size)
     check_count("--subset-test", args.subset_test)
     device = _device(args.device)
-    file = checkpoint_path(args.checkpoint)
-    model, header = load_model(file, device=device)
-    data = _eval_data(header.get("dataset", ""), args.data_dir, file, args.download)
+    if args.model is not None or args.pretrained:
+        if not (args.model and args.pretrained) or args.checkpoint is not None:
+            raise ValueError("evaluate either a checkpoint (mgiad eval RUN_DIR) or published weights "
+                             "(mgiad eval --model NAME --pretrained)")
+        from mgiad.data.datasets import load_dataset
+        from mgiad.models.pretrained import pretrained_model
+
+        model, header = pretrained_model(args.model, device=device)
+        file = f"{args.model} (published weights)"
+        data = load_dataset(header["dataset"], args.data_dir, download=args.download)
+    else:
+        if args.checkpoint is None:
+            raise ValueError("give a run directory or checkpoint (or --model NAME --pretrained)")
+        file = checkpoint_path(args.checkpoint)
+        model, header = load_model(file, device=device)
+        data = _eval_data(header.get("dataset", ""), args.data_dir, file, args.download)
     if data.num_classes != header["num_classes"] or data.in_chans != header["in_chans"]:
         raise ValueError(
             f"{file} was trained for {header['num_classes']} classes, {header['in_chans']} channels; "
