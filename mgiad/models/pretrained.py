@@ -2,8 +2,8 @@
 
 Each entry names a file under ``mgiad/models/weights/`` (a plain safetensors state dict), its
 SHA-256, the data set, and the ``mgiad train`` command and records that produced it. A file
-whose hash does not match is refused. No weights are published in this release yet: training
-them takes CPU hours (issue 12), and a name without weights is an error that says so.
+whose hash does not match is refused; a name without weights is an error that lists what is
+published.
 """
 
 from __future__ import annotations
@@ -40,8 +40,26 @@ class Weights:
     hardware: str = ""
 
 
-#: ``model.tag`` (timm's naming: the tag names the training data) -> its published weights
-PUBLISHED: dict[str, Weights] = {}
+#: ``model.tag`` (timm's naming: the tag names the training data) -> its published weights.
+#: Written by ``python benchmarks/publish_weights.py RUN_DIR MODEL.TAG``; the run's records and
+#: curve are in ``results/pretrained/MODEL.TAG/``.
+PUBLISHED: dict[str, Weights] = {
+    # Table IV's 3-level MGiaD (no BN in Pi/R on FashionMNIST), seed 0 of the 12-epoch run.
+    "mgiad_3lvl_fmnist.fashionmnist": Weights(
+        file="mgiad_3lvl_fmnist-fashionmnist.safetensors",
+        sha256="ca87e0a8ba8a37c6cd3d5e5b8f6f0ad43cc420be2179d31e60367037c0a8e938",
+        dataset="fashionmnist", num_classes=10, in_chans=1,
+        test_acc=92.27,
+        command="mgiad sweep table_IV --rows 1,4 --seeds 0,1 --epochs=12 --step_size=4 "
+                "--threads=1 (row 4, seed 0: mgiad(levels=3, c_K=16, g_s=8, transfer_norm=False), "
+                "SGD lr 0.05 x 0.1 every 4 epochs, batch 128, full 60k training images)",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"),
+        mean=(0.286,), std=(0.353,), image_size=28, pad_to=None,
+        weights=36858, epochs=12, train_hours=0.62,
+        hardware="AMD EPYC (Zen 4), 1 torch thread",
+    ),
+}
 
 
 def published_key(name: str, tag: str | None = None) -> str:
