@@ -372,9 +372,9 @@ class _Run:
         if self.dist.main:
             base = Path(cfg.out_dir)
             # imagefolder:/data/pets -> imagefolder-pets (a path is not a file name)
-            data = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.dataset.split(":")[0] + "-"
-                          + Path(cfg.dataset.split(":", 1)[-1]).name) if ":" in cfg.dataset else cfg.dataset
-            stem = cfg.run_name or f"{cfg.model}-{data}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            data_name = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.dataset.split(":")[0] + "-"
+                               + Path(cfg.dataset.split(":", 1)[-1]).name) if ":" in cfg.dataset else cfg.dataset
+            stem = cfg.run_name or f"{cfg.model}-{data_name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             path = base / stem
             if cfg.run_name is not None:
                 if path.exists() and any(p.name != RunLock.NAME for p in path.iterdir()):

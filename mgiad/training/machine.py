@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -37,8 +38,13 @@ def hardware_string(device: torch.device) -> str:
     return f"{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
+@functools.lru_cache(maxsize=1)
 def git_rev() -> tuple[str, bool | None]:
-    """``(commit, dirty)`` of the checkout holding this package; ``("unknown", None)`` if none."""
+    """``(commit, dirty)`` of the checkout holding this package; ``("unknown", None)`` if none.
+
+    Read once per process: a sweep trains run after run in one process with the code it imported
+    at its start, so later commits to the checkout must not be credited to its later runs.
+    """
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
