@@ -129,3 +129,17 @@ def test_every_published_weight_file_reproduces_its_recorded_accuracy(capsys) ->
         result = json.loads(capsys.readouterr().out)
         assert abs(100 * result["test_acc"] - w.test_acc) <= 0.05, (name, result["test_acc"])
         assert result["test_images"] == 10000
+
+
+def test_export_published_weights(published, tmp_path, capsys) -> None:
+    """`mgiad export NAME --pretrained` writes the published model (checked like any export)."""
+    out = tmp_path / "m.pt2"
+    assert cli.main(["export", "mgiad_3lvl.fashionmnist", "--pretrained", "--format", "pt2",
+                     "-o", str(out)]) == 0
+    assert "largest difference to the eager model" in capsys.readouterr().out
+    model = mgiad.create_model("mgiad_3lvl.fashionmnist", pretrained=True).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(torch.export.load(str(out)).module()(x), model(x), atol=1e-5)
+    assert cli.main(["export", "mgiad_3lvl.fashionmnist", "--format", "pt2", "-o", str(out)]) == 2
+    assert "add --pretrained" in capsys.readouterr().err

@@ -28,6 +28,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--keep-custom-ops", action="store_true",
                    help="keep the mgiad:: fast-path operators in pt2/torchscript files (they "
                    "then load only where mgiad is imported)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="a model name with its published weights (e.g. mgiad_3lvl_fmnist.fashionmnist)")
     p.add_argument("--num-classes", type=int, metavar="N", help="for a model name (default 10)")
     p.add_argument("--in-chans", type=int, metavar="N", help="for a model name (default 3)")
     p.add_argument("--image-size", type=int, metavar="N", help="for a model name (default 32)")
@@ -55,9 +57,22 @@ def _source(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
         }
         stem = path.name if path.is_dir() else path.stem
         return model, config, stem
-    if args.source not in list_models():
+    if args.pretrained:
+        from mgiad.models.pretrained import pretrained_model
+
+        if any(getattr(args, f) is not None for f in ("num_classes", "in_chans", "image_size")):
+            raise ValueError("--pretrained exports the published weights as they are; drop "
+                             "--num-classes/--in-chans/--image-size")
+        model, header = pretrained_model(args.source)
+        config = {"model": header["model"], "model_kwargs": {}, "num_classes": header["num_classes"],
+                  "in_chans": header["in_chans"], "input_size": header["pad_to"] or header["image_size"],
+                  "mean": header["mean"], "std": header["std"], "classes": header["classes"]}
+        return model, config, args.source
+    if args.source.partition(".")[0] not in list_models():
         raise ValueError(f"{args.source!r} is neither a checkpoint, a run directory nor a model "
                          "name (see `mgiad list`)")
+    if "." in args.source:
+        raise ValueError(f"{args.source}: a tagged name means published weights; add --pretrained")
     sizes = {}
     for flag, default in (("num_classes", 10), ("in_chans", 3), ("image_size", 32)):
         value = getattr(args, flag)
