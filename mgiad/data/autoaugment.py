@@ -11,6 +11,7 @@ checks this op by op). :func:`apply_ops` applies one op per image with no Python
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,25 +99,28 @@ def _magnitude_bins(op: str, height: int, width: int, num_bins: int = 10) -> Ten
     return torch.zeros(num_bins)
 
 
-def _policy_tables(height: int, width: int) -> dict[str, Tensor]:
-    """Per (sub-policy, stage): op index, unsigned magnitude (float64), signed flag, probability."""
-    ops, mags, signed, probs = [], [], [], []
-    for sub_policy in CIFAR10_POLICY:
-        for name, p, bin_ in sub_policy:
-            ops.append(_OP[name])
-            mag = 0.0 if bin_ is None else float(_magnitude_bins(name, height, width)[bin_].item())
-            mags.append(mag)
-            signed.append(name in _SIGNED)
-            probs.append(p)
-    n = len(CIFAR10_POLICY)
+def policy_tensors(policy: tuple, op_index: dict[str, int], magnitude: Callable[[str, int | None], float],
+                   signed: frozenset[str], prob_dtype: torch.dtype) -> dict[str, Tensor]:
+    """A sub-policy list as (n, 2) tensors: ``op`` (index), unsigned ``magnitude`` (float64),
+    ``signed``, ``prob`` (in ``prob_dtype``, the precision the policy compares in)."""
+    stages = [stage for sub_policy in policy for stage in sub_policy]
+    n = len(policy)
     return {
-        "op": torch.tensor(ops, dtype=torch.int64).view(n, 2),
-        "magnitude": torch.tensor(mags, dtype=torch.float64).view(n, 2),
-        "signed": torch.tensor(signed).view(n, 2),
-        # float32 like torchvision's ``probs = torch.rand((2,))`` compared with ``probs[i] <= p``,
-        # where the Python float p is converted to the tensor's dtype.
-        "prob": torch.tensor(probs, dtype=torch.float32).view(n, 2),
+        "op": torch.tensor([op_index[name] for name, _, _ in stages], dtype=torch.int64).view(n, 2),
+        "magnitude": torch.tensor([magnitude(name, bin_) for name, _, bin_ in stages],
+                                  dtype=torch.float64).view(n, 2),
+        "signed": torch.tensor([name in signed for name, _, _ in stages]).view(n, 2),
+        "prob": torch.tensor([p for _, p, _ in stages], dtype=prob_dtype).view(n, 2),
     }
+
+
+def _policy_tables(height: int, width: int) -> dict[str, Tensor]:
+    """Per (sub-policy, stage): op index, unsigned magnitude (float64), signed flag, probability
+    -- in float32, as torchvision compares ``torch.rand((2,))`` with ``probs[i] <= p``."""
+    def magnitude(name: str, bin_: int | None) -> float:
+        return 0.0 if bin_ is None else float(_magnitude_bins(name, height, width)[bin_].item())
+
+    return policy_tensors(CIFAR10_POLICY, _OP, magnitude, _SIGNED, torch.float32)
 
 
 # --------------------------------------------------------------------------------------------

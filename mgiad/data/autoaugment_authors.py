@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .autoaugment import _equalize, _invert, _per_image, _posterize
+from .autoaugment import _equalize, _invert, _per_image, _posterize, policy_tensors
 
 __all__ = ["AUTHORS_CIFAR10_POLICY", "AUTHORS_OP_NAMES", "FILL", "apply_authors_ops", "authors_tables"]
 
@@ -96,21 +96,11 @@ def _magnitude(op: str, bin_: int, height: int, width: int) -> float:
 
 def authors_tables(height: int, width: int) -> dict[str, Tensor]:
     """The policy as (25, 2) tensors for ``height x width`` images: ``op`` (int64 into
-    :data:`AUTHORS_OP_NAMES`), unsigned ``magnitude`` (float64), ``signed``, ``prob`` (float64)."""
-    ops, mags, signed, probs = [], [], [], []
-    for sub_policy in AUTHORS_CIFAR10_POLICY:
-        for name, p, bin_ in sub_policy:
-            ops.append(_OP[name])
-            mags.append(_magnitude(name, bin_, height, width))
-            signed.append(name in _SIGNED)
-            probs.append(p)
-    n = len(AUTHORS_CIFAR10_POLICY)
-    return {
-        "op": torch.tensor(ops, dtype=torch.int64).view(n, 2),
-        "magnitude": torch.tensor(mags, dtype=torch.float64).view(n, 2),
-        "signed": torch.tensor(signed).view(n, 2),
-        "prob": torch.tensor(probs, dtype=torch.float64).view(n, 2),
-    }
+    :data:`AUTHORS_OP_NAMES`), unsigned ``magnitude`` (float64), ``signed``, ``prob`` (float64:
+    the policy compares Python's ``random.random() < p``)."""
+    return policy_tensors(AUTHORS_CIFAR10_POLICY, _OP,
+                          lambda name, bin_: _magnitude(name, bin_, height, width), _SIGNED,
+                          torch.float64)
 
 
 # --------------------------------------------------------------------------------------------
