@@ -21,6 +21,7 @@ from one generator, :meth:`BatchAugment.apply` is deterministic, and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -367,19 +368,12 @@ def paper_policy(dataset: str) -> str:
     return PAPER_POLICY[key]
 
 
-def paper_augment(
-    dataset: str,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    pad_to: int | None = None,
-    channels_last: bool = False,
-) -> BatchAugment:
-    """The paper's augmentation recipe for ``dataset`` (DESIGN.md section 2).
+def paper_augment(dataset: str, **kwargs: Any) -> BatchAugment:
+    """The paper's augmentation recipe for ``dataset`` (DESIGN.md section 2); keyword arguments
+    (``mean``, ``std``, ``pad_to``, ``channels_last``) as :func:`augment_policy`.
 
     - ``cifar10``: RandomCrop(32, padding=4, zeros) + horizontal flip + AutoAugment(CIFAR10);
     - ``cifar100``: RandomCrop(32, padding=4, reflect) + horizontal flip;
     - ``fashionmnist``: no augmentation (only ``pad_to`` and normalisation).
     """
-    return augment_policy(paper_policy(dataset), mean=mean, std=std, pad_to=pad_to,
-                          channels_last=channels_last)
+    return augment_policy(paper_policy(dataset), **kwargs)
