@@ -36,6 +36,15 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _config(header: dict[str, Any]) -> dict[str, Any]:
+    """The export config (mgiad.models.export.CONFIG_KEYS) of a checkpoint or published-weights
+    header."""
+    return {"model": header["model"], "model_kwargs": header.get("model_kwargs") or {},
+            "num_classes": header["num_classes"], "in_chans": header["in_chans"],
+            "input_size": int(header.get("input_size") or header.get("image_size") or 32),
+            "mean": header.get("mean"), "std": header.get("std"), "classes": header.get("classes")}
+
+
 def _source(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     """(model, config, default output stem) from a checkpoint/run directory or a model name."""
     from mgiad.models.registry import create_model, list_models
@@ -49,14 +58,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
                 raise ValueError(f"--{flag.replace('_', '-')} is for a model name; a checkpoint "
                                  "has its own")
         model, header = load_model(path, device="cpu")
-        config = {
-            "model": header["model"], "model_kwargs": header.get("model_kwargs") or {},
-            "num_classes": header["num_classes"], "in_chans": header["in_chans"],
-            "input_size": int(header.get("input_size") or header.get("image_size") or 32),
-            "mean": header.get("mean"), "std": header.get("std"), "classes": header.get("classes"),
-        }
-        stem = path.name if path.is_dir() else path.stem
-        return model, config, stem
+        return model, _config(header), path.name if path.is_dir() else path.stem
     if args.pretrained:
         from mgiad.models.pretrained import pretrained_model
 
@@ -64,10 +66,7 @@ def _source(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
             raise ValueError("--pretrained exports the published weights as they are; drop "
                              "--num-classes/--in-chans/--image-size")
         model, header = pretrained_model(args.source)
-        config = {"model": header["model"], "model_kwargs": {}, "num_classes": header["num_classes"],
-                  "in_chans": header["in_chans"], "input_size": header["pad_to"] or header["image_size"],
-                  "mean": header["mean"], "std": header["std"], "classes": header["classes"]}
-        return model, config, args.source
+        return model, _config(header), args.source
     if args.source.partition(".")[0] not in list_models():
         raise ValueError(f"{args.source!r} is neither a checkpoint, a run directory nor a model "
                          "name (see `mgiad list`)")

@@ -172,16 +172,13 @@ def _hub_download(repo_id: str, revision: str | None) -> Path:
                                   allow_patterns=["config.json", "model.safetensors"]))
 
 
-def _write_safetensors(model: nn.Module, config: dict[str, Any], path: Path) -> None:
-    save_pretrained(model, path, config)
-
-
 def _run_safetensors(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     model = from_pretrained(path)
     with torch.no_grad():
         return [model(x) for x in inputs]
 
 
+_WRITE = {"onnx": _write_onnx, "pt2": _write_pt2, "torchscript": _write_torchscript}
 _RUN = {"onnx": _run_onnx, "pt2": _run_pt2, "torchscript": _run_torchscript,
         "safetensors": _run_safetensors}
 
@@ -214,10 +211,9 @@ def export_model(
     try:
         with contextlib.nullcontext() if keep_custom_ops else builtin_kernels():
             if fmt == "safetensors":
-                _write_safetensors(model, config, tmp)
+                save_pretrained(model, tmp, config)
             else:
-                {"onnx": _write_onnx, "pt2": _write_pt2, "torchscript": _write_torchscript}[fmt](
-                    model, inputs[0], tmp)
+                _WRITE[fmt](model, inputs[0], tmp)
         got = _RUN[fmt](tmp, inputs)
         diff = max(_max_diff(g, e) for g, e in zip(got, expected))
         if not diff <= tolerance:  # also catches NaN

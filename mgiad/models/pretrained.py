@@ -125,6 +125,7 @@ def pretrained_model(name: str, *, device: Any = "cpu") -> tuple[nn.Module, dict
     w = PUBLISHED[published_key(arch, tag or None)]
     model = create_model(name, pretrained=True)
     header = {"model": arch, "num_classes": w.num_classes, "in_chans": w.in_chans,
-              "image_size": w.image_size, "pad_to": w.pad_to, "mean": list(w.mean),
+              "image_size": w.image_size, "pad_to": w.pad_to,
+              "input_size": w.pad_to or w.image_size, "mean": list(w.mean),
               "std": list(w.std), "classes": list(w.classes), "dataset": w.dataset}
     return model.to(device).eval(), header

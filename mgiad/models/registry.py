@@ -128,8 +128,9 @@ def create_model(
     if pretrained:  # the published weights' input channels unless asked otherwise (then refused)
         from .pretrained import published_in_chans
 
-        if kwargs.get("in_chans") is None and published_in_chans(name, tag or None) is not None:
-            kwargs["in_chans"] = published_in_chans(name, tag or None)
+        published = published_in_chans(name, tag or None)
+        if kwargs.get("in_chans") is None and published is not None:
+            kwargs["in_chans"] = published
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
     cfg = dict(model.pretrained_cfg) if hasattr(model, "pretrained_cfg") else {}
