@@ -180,15 +180,14 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     check_count("--batch-size", args.batch_size)
     check_count("--subset-test", args.subset_test)
     device = _device(args.device)
-    if args.model is not None or args.pretrained:
-        if not (args.model and args.pretrained) or args.checkpoint is not None:
-            raise ValueError("evaluate either a checkpoint (mgiad eval RUN_DIR) or published weights "
-                             "(mgiad eval --model NAME --pretrained)")
+    if (args.model is not None or args.pretrained) and args.checkpoint is not None:
+        raise ValueError("evaluate either a checkpoint (mgiad eval RUN_DIR) or published weights "
+                         "(mgiad eval --model NAME --pretrained)")
+    published = _published_model(args, device)
+    if published is not None:
         from mgiad.data.datasets import load_dataset
-        from mgiad.models.pretrained import pretrained_model
 
-        model, header = pretrained_model(args.model, device=device)
-        file = f"{args.model} (published weights)"
+        model, header, file = published
         data = load_dataset(header["dataset"], args.data_dir, download=args.download)
     else:
         if args.checkpoint is None:
@@ -247,6 +246,20 @@ def _eval_data(dataset: str, data_dir: str | None, file: Path, download: bool) -
                   "$MGIAD_DATA_DIR and the standard places (--data-dir DIR to choose)",
                   file=sys.stderr)
     return load_dataset(dataset, None, download=download)
+
+
+def _published_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any], str] | None:
+    """(model, header, source) for ``--model NAME --pretrained`` (eval, predict); None without
+    either flag."""
+    if args.model is None and not args.pretrained:
+        return None
+    if not (args.model and args.pretrained):
+        raise ValueError("--model NAME and --pretrained go together (untrained weights predict "
+                         "nothing); or give a run directory or checkpoint")
+    from mgiad.models.pretrained import pretrained_model
+
+    model, header = pretrained_model(args.model, device=device)
+    return model, header, f"{args.model} (published weights)"
 
 
 def _normalisation(header: dict[str, Any], file: Any) -> tuple[list[float], list[float]]:
@@ -325,14 +338,10 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     check_count("--topk", args.topk)
     max_pixels = max_image_pixels(args.max_pixels)
     device = _device(args.device)
-    if args.model is not None or args.pretrained:
-        if not (args.model and args.pretrained):
-            raise ValueError("--model NAME and --pretrained go together (untrained weights predict "
-                             "nothing); or give a checkpoint: mgiad predict RUN_DIR IMAGE...")
-        from mgiad.models.pretrained import pretrained_model
-
-        source, images = f"{args.model} (published weights)", args.inputs
-        model, header = pretrained_model(args.model, device=device)
+    published = _published_model(args, device)
+    if published is not None:
+        model, header, source = published
+        images = args.inputs
     else:
         source, images = args.inputs[0], args.inputs[1:]
         if not images:
