@@ -293,6 +293,43 @@ def test_eval_on_run_dir_and_checkpoint(finished_run, capsys) -> None:
     assert list(result["per_class"].values()) == summary["final_test_per_class"]
 
 
+def test_eval_and_predict_take_threads(finished_run, tmp_path, capsys, monkeypatch) -> None:
+    """--threads sets torch's CPU threads as in train; a bad count is a one-line error."""
+    from PIL import Image
+
+    run_dir, summary = finished_run
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    seen: list[int] = []
+    assert cli.main(["eval", str(run_dir), "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_acc"] == summary["final_test_acc"]
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28), 100).save(image)
+    assert cli.main(["predict", str(run_dir), str(image), "--threads", "2"]) == 0
+    assert seen == [1, 2]
+    for command in (["eval", str(run_dir)], ["predict", str(run_dir), str(image)]):
+        assert cli.main([*command, "--threads", "0"]) == 2
+        assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_prints_own_warnings_as_one_line(capsys) -> None:
+    """A warning of mgiad's code prints as `mgiad COMMAND: warning: ...`, not with our source
+    line; other warnings keep Python's format, and the format is restored after the command."""
+    import warnings
+
+    from mgiad.cli import warning_format
+
+    before = warnings.formatwarning
+    fmt = warning_format("train")
+    ours = str(Path(cli.__file__).parent.parent / "training" / "loop.py")
+    assert fmt(UserWarning("no augmentation"), UserWarning, ours, 169) == \
+        "mgiad train: warning: no augmentation\n"
+    theirs = fmt(UserWarning("deprecated"), UserWarning, "/elsewhere/torch/x.py", 3)
+    assert theirs.startswith("/elsewhere/torch/x.py:3: UserWarning: deprecated")
+    assert cli.main(["eval", "/nonexistent/run"]) == 2
+    capsys.readouterr()
+    assert warnings.formatwarning is before
+
+
 def test_evaluate_matches_a_manual_loop(finished_run, fake_dir) -> None:
     from mgiad.training.checkpoint import load_model
 

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 from collections.abc import MutableMapping
+from typing import Any
 
 from mgiad import __version__
 from mgiad.perf.allocator import keep_freed_memory
@@ -22,6 +23,24 @@ def openmp_wait_policy(command: str, environ: MutableMapping[str, str] = os.envi
     loaded = "torch" in sys.modules if torch_loaded is None else torch_loaded
     if command != "bench" and not loaded:
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def warning_format(command: str) -> Any:
+    """``warnings.formatwarning`` for the command line: a warning raised by mgiad's own code
+    prints as one line, ``mgiad COMMAND: warning: ...``, not with the line of our source that
+    raised it; other packages' warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.formatwarning
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+    def format_warning(message: Any, category: Any, filename: str, lineno: int,
+                       line: str | None = None) -> str:
+        if os.path.abspath(filename).startswith(package):
+            return f"mgiad {command}: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    return format_warning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # faster CPU tensors (mgiad/perf/allocator.py); changes no number
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    import warnings
+
+    python_format, warnings.formatwarning = warnings.formatwarning, warning_format(args.command)
     try:
         return int(args.func(args, extra) or 0)
     except ValueError as e:  # bad input: a clear message, no traceback
@@ -73,3 +95,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgiad {args.command}: error: {what}{f' {path}' if path else ''}: "
               f"{e.strerror or e}{f'; {fix}' if fix else ''}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = python_format

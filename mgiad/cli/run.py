@@ -75,7 +75,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
     p.add_argument("--data-dir", help="where the dataset lives (default: the run's, then search)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    _add_device_args(p)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--subset-test", type=int, default=None, metavar="N",
                    help="evaluate on a stratified subset of N test images")
@@ -93,9 +93,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help=f"refuse images of more than N pixels (default: ${ENV_MAX_PIXELS} or "
                    f"{MAX_IMAGE_PIXELS:,})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    _add_device_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads`` of eval and predict, as train's."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads (default: the cores free at start, as mgiad train)")
 
 
 def _show(value: Any) -> str:
@@ -161,11 +168,16 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 # eval and predict
 
 
-def _device(name: str) -> Any:
+def _device(args: argparse.Namespace) -> Any:
+    """The device of ``--device``, with torch's CPU threads set by ``--threads`` (or the rule of
+    mgiad/training/threads.py: never more threads than free cores)."""
     from mgiad.training.machine import resolve_device as resolve
+    from mgiad.training.threads import configure_threads
 
-    check_device("--device", name)
-    return resolve(name)
+    check_device("--device", args.device)
+    check_count("--threads", args.threads)
+    configure_threads(args.threads)
+    return resolve(args.device)
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
@@ -179,7 +191,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
     check_count("--batch-size", args.batch_size)
     check_count("--subset-test", args.subset_test)
-    device = _device(args.device)
+    device = _device(args)
     if (args.model is not None or args.pretrained) and args.checkpoint is not None:
         raise ValueError("evaluate either a checkpoint (mgiad eval RUN_DIR) or published weights "
                          "(mgiad eval --model NAME --pretrained)")
@@ -337,7 +349,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
     check_count("--topk", args.topk)
     max_pixels = max_image_pixels(args.max_pixels)
-    device = _device(args.device)
+    device = _device(args)
     published = _published_model(args, device)
     if published is not None:
         model, header, source = published
