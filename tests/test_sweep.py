@@ -8,6 +8,7 @@ and 128 test images of the real FashionMNIST, 2 epochs of 3 steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from mgiad import cli
 from mgiad.experiments.records import append_record, read_records
 from mgiad.experiments.spec import BUILTIN, builtin_path, canonical_name, load_experiment
 from mgiad.experiments.variant import NEUTRAL_KEYS, make_variant, plan
+from mgiad.training.config import RunConfig
 from mgiad.training.loop import RESUME_MUTABLE
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
@@ -290,8 +292,18 @@ def test_every_paper_table_and_figure_7_has_its_file() -> None:
         assert canonical_name(alias) == name
 
 
-def test_neutral_keys_are_the_keys_a_resume_may_change() -> None:
-    assert NEUTRAL_KEYS == RESUME_MUTABLE
+def test_one_run_identity_for_resume_and_sweeps() -> None:
+    """Resume and sweeps share one set of neutral keys and one hash, and the hash is stable:
+    the committed records (and the checkpoints they name) keep their identity."""
+    assert NEUTRAL_KEYS is RESUME_MUTABLE
+    records = REPO / "results" / "ablation_3level-reduced-640054a3" / "records.jsonl"
+    recs = [json.loads(line) for line in records.read_text().splitlines()]
+    assert recs and all(RunConfig.from_dict(r["config"]).trajectory_hash() == r["config_key"]
+                        for r in recs)
+    cfg = RunConfig.from_dict(recs[0]["config"])
+    same = dataclasses.replace(cfg, threads=7, device="cpu", out_dir="elsewhere", run_name="x")
+    assert same.trajectory_hash() == cfg.trajectory_hash()
+    assert dataclasses.replace(cfg, seed=cfg.seed + 1).trajectory_hash() != cfg.trajectory_hash()
 
 
 def test_reproduction_script_commands_parse() -> None:

@@ -3,7 +3,7 @@
 A run's identity is (experiment, row configuration, seed, overrides): overrides that change the
 training trajectory (``--epochs``, ``--subset_train``, ``--lr`` ...) select a ``-reduced-HASH``
 variant; overrides that do not (``--device``, ``--threads``, ``--data_dir`` ...,
-:data:`mgiad.training.loop.RESUME_MUTABLE`) do not change it. :func:`plan` lists a variant's
+:data:`mgiad.training.config.NEUTRAL_KEYS`) do not change it. :func:`plan` lists a variant's
 jobs; :func:`find_variant` finds a variant's results again for reports and plots.
 """
 
@@ -18,7 +18,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from mgiad.training.config import RunConfig, _canonical_key
+from mgiad.training.config import NEUTRAL_KEYS, RunConfig, _canonical_key
 from mgiad.training.values import _split_overrides
 
 from .spec import Experiment, experiment_from_dict, load_experiment
@@ -27,12 +27,6 @@ RESULTS_DIR = "results"
 RECORDS = "records.jsonl"
 VARIANT = "variant.json"
 
-#: Keys that do not change what a run computes (mirrors ``mgiad.training.loop.RESUME_MUTABLE``,
-#: which imports torch; kept equal by a test).
-NEUTRAL_KEYS = frozenset(
-    {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s",
-     "tensorboard", "out_dir", "run_name", "track", "track_project"}
-)
 #: Keys the sweep sets itself for every run.
 _SWEEP_OWNED = {"seed": "--seeds", "out_dir": "--results-dir", "run_name": "--rows",
                 "model": "the experiment's rows"}
@@ -115,11 +109,6 @@ def changing_overrides(overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:
             pairs.append((name, "true" if text is None else text.strip()))
     return tuple(sorted(set(pairs)))
 
-def config_key(cfg: RunConfig) -> str:
-    """A hash of everything in a configuration that changes what the run computes."""
-    d = {k: v for k, v in cfg.resolved().to_dict().items() if k not in NEUTRAL_KEYS}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
 def make_variant(experiment: str | Path | Experiment, overrides: Sequence[str] = (),
                  results_dir: str | Path = RESULTS_DIR) -> Variant:
     """The variant of an experiment (name, path or object) for these overrides."""
@@ -160,7 +149,7 @@ def plan(variant: Variant, *, seeds: Sequence[int] | None = None,
                     raise ValueError(f"{exp.name} row {row.label!r}: {e}") from None
             jobs.append(Job(
                 run_id=run_id, variant=variant.name, experiment=exp.name, row=row.label,
-                family=row.family, seed=seed, config=cfg.to_dict(), config_key=config_key(cfg),
+                family=row.family, seed=seed, config=cfg.to_dict(), config_key=cfg.trajectory_hash(),
                 run_dir=str(variant.dir / "runs" / run_id), records=str(variant.records_path),
                 overrides=tuple(f"--{k}={v}" for k, v in variant.changing), reduced=variant.reduced,
             ))

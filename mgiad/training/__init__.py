@@ -11,8 +11,8 @@ from .config import RunConfig
 
 #: Loaded on first use (PEP 562), so that the run configuration, which the ``mgiad`` command's
 #: ``--help`` shows, does not load torch.
-_LAZY = {"evaluate": "evaluation", "RESUME_MUTABLE": "loop", "TrainingDiverged": "loop",
-         "load_run_config": "loop", "train": "loop"}
+_LAZY = {"evaluate": "evaluation", "RESUME_MUTABLE": "rundir", "TrainingDiverged": "interrupts",
+         "load_run_config": "rundir", "train": "loop"}
 
 __all__ = ["RESUME_MUTABLE", "RunConfig", "TrainingDiverged", "evaluate", "load_run_config", "train"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
 import numbers
@@ -73,6 +74,15 @@ _BUILDS_OK: set[tuple[str, str, int, int]] = set()
 #: Model arguments that the dataset determines; setting them by hand would only let the
 #: model and the data disagree.
 _DATA_DERIVED_KWARGS = ("num_classes", "in_chans")
+
+
+#: Keys that do not change what a run computes: a resumed run may change them
+#: (``mgiad train --resume``), and they are left out of a run's identity
+#: (:meth:`RunConfig.trajectory_hash`: checkpoints' ``config_hash``, sweeps' ``config_key``).
+NEUTRAL_KEYS = frozenset(
+    {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s",
+     "tensorboard", "out_dir", "run_name", "track", "track_project"}
+)
 
 
 @dataclass
@@ -386,6 +396,12 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable mapping (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def trajectory_hash(self) -> str:
+        """16 hex digits of SHA-256 over the resolved keys that change what the run computes
+        (all but :data:`NEUTRAL_KEYS`): equal hashes, equal training trajectories."""
+        d = {k: v for k, v in self.resolved().to_dict().items() if k not in NEUTRAL_KEYS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------

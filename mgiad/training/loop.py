@@ -13,7 +13,8 @@ A run directory (``OUT_DIR/RUN_NAME/``) holds
 The loop is :class:`_Run` in named steps: ``set_up`` (threads, data, model, optimizer, random
 streams, run directory), ``resume`` (state from the last checkpoint), ``write_run_files``, then
 for every epoch ``train_epoch``, ``evaluate`` and ``end_epoch`` (checkpoint, then the log row),
-and ``finish`` (the summary).
+and ``finish`` (the summary). Where a run directory goes and what a resume may change:
+:mod:`.rundir`; how a run stops early (divergence, Ctrl-C, SIGTERM): :mod:`.interrupts`.
 
 Design choices, each for a reason:
 
@@ -41,10 +42,7 @@ import hashlib
 import json
 import os
 import platform
-import re
-import signal
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -73,49 +71,18 @@ from .checkpoint import (
 from .config import RunConfig
 from .distributed import Dist, init_distributed, shard
 from .evaluation import autocast, evaluate
+from .interrupts import TrainingDiverged, TrainingInterrupted, signal_name, sigterm_as_interrupt
 from .lock import RunLock
 from .machine import git_rev, hardware_string, resolve_device
 from .progress import Progress, fmt_time
+from .rundir import RESUME_MUTABLE, create_run_dir, load_run_config, read_json, resume_config
 from .threads import configure_threads, recorded_threads
 from .tracking import Trackers, check_installed, parse_trackers
 
-#: Keys a resumed run may change: they do not alter the training trajectory.
-RESUME_MUTABLE = frozenset(
-    {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s", "tensorboard",
-     "out_dir", "run_name", "track", "track_project"}
-)
 _CUDA_CHECK_EVERY = 25  # steps between NaN checks on CUDA (each check is a host sync)
 
 StepHook = Callable[[int, int, nn.Module], None]
 EpochHook = Callable[[dict[str, Any]], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or the weights) became NaN or infinite; the message names epoch and step."""
-
-    def __init__(self, message: str, *, epoch: int, step: int | None, run_dir: Path | None) -> None:
-        super().__init__(message)
-        self.epoch, self.step, self.run_dir = epoch, step, run_dir
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped the run; the message says what is checkpointed and
-    how to continue. A ``KeyboardInterrupt``, so code that stops on Ctrl-C stops on it too."""
-
-    def __init__(self, message: str, *, signal_name: str, run_dir: Path | None) -> None:
-        super().__init__(message)
-        self.signal_name, self.run_dir = signal_name, run_dir
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """A hash of everything in a configuration that changes the training trajectory."""
-    d = {k: v for k, v in cfg.resolved().to_dict().items() if k not in RESUME_MUTABLE}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train(
@@ -153,7 +120,7 @@ def train(
     if cfg is None and resume is None:
         raise ValueError("train() needs a RunConfig or a run directory to resume")
     if resume is not None:
-        cfg = _resume_config(Path(resume), cfg)
+        cfg = resume_config(Path(resume), cfg)
     assert cfg is not None
     cfg = cfg.resolved()
     cfg.validate(check_names=data is None)
@@ -164,7 +131,7 @@ def train(
         torch.cuda.set_device(device)
     finished = False
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             summary = _Run(cfg, device, dist_, Path(resume) if resume is not None else None, data,
                            on_step, on_epoch_end).run()
         finished = True
@@ -177,56 +144,6 @@ def train(
                 # exception"; 2 of 6 torchrun runs of tests/test_ddp.py on this CPU).
                 dist.barrier()
             dist.destroy_process_group()
-
-
-class _SigTerm(KeyboardInterrupt):
-    """Raised in the main thread by the SIGTERM handler of :func:`_sigterm_as_interrupt`."""
-
-
-class _sigterm_as_interrupt:  # noqa: N801  (a context manager used like a function)
-    """SIGTERM interrupts training like Ctrl-C does (a true message, a summary, the lock
-    released), instead of killing the process without a word. Main thread only."""
-
-    def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-
-    @staticmethod
-    def _raise(signum: int, frame: Any) -> None:
-        raise _SigTerm()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def load_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:
-    """The resolved configuration a run directory was started with."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ValueError(
-            f"{run_dir} is not a run directory (no config.json); pass the directory that "
-            "`mgiad train` created"
-        )
-    return RunConfig.from_file(path)
-
-
-def _resume_config(run_dir: Path, cfg: RunConfig | None) -> RunConfig:
-    saved = load_run_config(run_dir)
-    if cfg is None:
-        return saved
-    cfg = cfg.resolved()
-    # Compare the JSON forms: a tuple given in Python equals the list config.json holds.
-    new, old = cfg.to_dict(), saved.resolved().to_dict()
-    changed = [k for k in RunConfig.keys() if k not in RESUME_MUTABLE and new[k] != old[k]]
-    if changed:
-        diffs = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in changed)
-        raise ValueError(
-            f"cannot change {diffs} when resuming {run_dir}: it would change the training "
-            f"trajectory; start a new run instead (changeable on resume: {', '.join(sorted(RESUME_MUTABLE))})"
-        )
-    return cfg
 
 
 def _derived_seed(seed: int, stream: str) -> int:
@@ -363,35 +280,13 @@ class _Run:
 
     def _run_dir(self) -> Path:
         """The run directory, locked by the main process (one trainer per directory)."""
-        cfg = self.cfg
         if self.resume_dir is not None:
             if self.dist.main:
                 self.lock = RunLock(self.resume_dir).acquire()
             return self.resume_dir
         name = [None]
         if self.dist.main:
-            base = Path(cfg.out_dir)
-            # imagefolder:/data/pets -> imagefolder-pets (a path is not a file name)
-            data_name = re.sub(r"[^A-Za-z0-9_.]+", "-", cfg.dataset.split(":")[0] + "-"
-                               + Path(cfg.dataset.split(":", 1)[-1]).name) if ":" in cfg.dataset else cfg.dataset
-            stem = cfg.run_name or f"{cfg.model}-{data_name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-            path = base / stem
-            if cfg.run_name is not None:
-                if path.exists() and any(p.name != RunLock.NAME for p in path.iterdir()):
-                    raise ValueError(
-                        f"run directory {path} already exists; continue it with "
-                        f"`mgiad train --resume {path}` or choose another run_name"
-                    )
-                path.mkdir(parents=True, exist_ok=True)
-            else:  # a generated name: never collide with a run started in the same second
-                base.mkdir(parents=True, exist_ok=True)
-                for i in range(1, 1000):
-                    try:
-                        path.mkdir()
-                        break
-                    except FileExistsError:
-                        path = base / f"{stem}-{i + 1}"
-            self.lock = RunLock(path).acquire()
+            path, self.lock = create_run_dir(self.cfg)
             name = [str(path)]
         if self.dist.world > 1:
             dist.broadcast_object_list(name, src=0)
@@ -402,11 +297,11 @@ class _Run:
     def resume(self) -> None:
         """Weights, optimizer, random streams and history from the last checkpoint, if any."""
         self.start_epoch, self.history, self.elapsed_before = 0, [], 0.0
-        self.config_hash = config_hash(self.cfg)
+        self.config_hash = self.cfg.trajectory_hash()
         self.run_id = uuid.uuid4().hex[:16]  # a new run's identity, carried by its checkpoints
         if self.resume_dir is None:
             return
-        recorded_id = _read_json(self.run_dir / "run.json").get("run_id")
+        recorded_id = read_json(self.run_dir / "run.json").get("run_id")
         self.run_id = recorded_id or self.run_id
         if self.dist.main:  # a killed writer leaves its temporary file
             remove_stale_temporaries(self.ckpt_path)
@@ -627,7 +522,7 @@ class _Run:
         """What an interrupt leaves: the message names what is checkpointed and the command
         that continues; rank 0 writes a summary with status ``interrupted``."""
         self.end_status = "interrupted"
-        name = "SIGTERM" if isinstance(e, _SigTerm) else "SIGINT"
+        name = signal_name(e)
         run_dir = self.run_dir
         if run_dir is None or not (run_dir / "config.json").is_file():
             return TrainingInterrupted(f"interrupted ({name}) while setting up the run; nothing "
@@ -782,14 +677,6 @@ class _Run:
         }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _summary_writer(log_dir: Path, purge_step: int) -> Any:
     """A TensorBoard ``SummaryWriter``, or ``None`` if tensorboard is not installed."""
     try:
@@ -799,5 +686,4 @@ def _summary_writer(log_dir: Path, purge_step: int) -> Any:
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
-__all__ = ["RESUME_MUTABLE", "TrainingDiverged", "TrainingInterrupted", "config_hash", "load_run_config",
-           "train"]
+__all__ = ["RESUME_MUTABLE", "TrainingDiverged", "TrainingInterrupted", "load_run_config", "train"]
