@@ -59,6 +59,21 @@ PUBLISHED: dict[str, Weights] = {
         weights=36858, epochs=12, train_hours=0.62,
         hardware="AMD EPYC (Zen 4), 1 torch thread",
     ),
+    # ResNet20 beside it: row 1 of the same run, the same recipe and budget, seed 0.
+    "resnet20.fashionmnist": Weights(
+        file="resnet20-fashionmnist.safetensors",
+        sha256="6ab88de51e2912f88e50ed2f22caeaa59f23afb181396d98caf8577cb5c262b5",
+        dataset="fashionmnist", num_classes=10, in_chans=1,
+        test_acc=93.05,
+        command="mgiad sweep table_IV --rows 1,4 --seeds 0,1 --epochs=12 --step_size=4 "
+                "--threads=1 (row 1, seed 0: resnet20, SGD lr 0.05 x 0.1 every 4 epochs, "
+                "batch 128, full 60k training images)",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"),
+        mean=(0.286,), std=(0.353,), image_size=28, pad_to=None,
+        weights=269434, epochs=12, train_hours=0.61,
+        hardware="AMD EPYC (Zen 4), 1 torch thread",
+    ),
 }
 
 
