@@ -118,17 +118,32 @@ def test_ddp_matches_single_process_without_bn(tmp_path) -> None:
         assert r["train_acc"] == s["train_acc"] and r["test_acc"] == s["test_acc"]
 
 
+#: What libstdc++ prints when gloo's teardown destroys a thread that still runs (SIGABRT).
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_torchrun_cli_with_batchnorm(tmp_path) -> None:
     data_dir = write_fake_fmnist(tmp_path / "data")
     ref = train(tiny_config(data_dir, tmp_path / "single", epochs=2, run_name=None))
-    cmd = ["torchrun", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-           str(_free_port()), "-m", "mgiad", "train", f"--data_dir={data_dir}", "--dataset=fashionmnist",
-           *TINY_ARGS, "--epochs=2", "--batch_size=32", "--threads=1", "--tensorboard=false",
-           f"--out_dir={tmp_path / 'ddp'}"]
-    res = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    def torchrun(out_dir: Path) -> subprocess.CompletedProcess[str]:
+        cmd = ["torchrun", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+               str(_free_port()), "-m", "mgiad", "train", f"--data_dir={data_dir}",
+               "--dataset=fashionmnist", *TINY_ARGS, "--epochs=2", "--batch_size=32", "--threads=1",
+               "--tensorboard=false", f"--out_dir={out_dir}"]
+        return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+    out_dir = tmp_path / "ddp"
+    res = torchrun(out_dir)
+    if res.returncode != 0 and GLOO_TEARDOWN_ABORT in res.stderr:
+        # gloo's teardown race (mgiad/training/loop.py, train(): the barrier before
+        # destroy_process_group made it rare; it came back once, in a full test run on a 2-core
+        # CPU at load 3.5). One more try; a second abort, or any other failure, fails the test.
+        print(f"torchrun: a process aborted in gloo's teardown; running once more:\n{res.stderr[-1500:]}")
+        out_dir = tmp_path / "ddp-again"
+        res = torchrun(out_dir)
     assert res.returncode == 0, res.stderr[-3000:]
-    run_dir = _single_run(tmp_path / "ddp")
+    run_dir = _single_run(out_dir)
     assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs_done"] == 2
