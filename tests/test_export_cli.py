@@ -133,6 +133,9 @@ def test_custom_ops_are_kept_only_on_request(run_dir, tmp_path) -> None:
     (["RUN", "--format", "onnx", "--num-classes", "3"], "--num-classes is for a model name"),
     (["RUN", "--format", "onnx", "-o", "EXISTS"], "exists; pass --force"),
     (["RUN", "--format", "onnx", "-o", "NODIR/m.onnx"], "is not a directory"),
+    (["--format", "onnx"], "give one source"),
+    (["RUN", "--model", "mgiad_3lvl", "--format", "onnx"], "give one source"),
+    (["--model", "RUN", "--format", "onnx"], "--model takes a model name"),
 ])
 def test_bad_input_is_one_line(run_dir, tmp_path, capsys, args, message) -> None:
     (tmp_path / "exists").write_text("keep me")

@@ -143,3 +143,10 @@ def test_export_published_weights(published, tmp_path, capsys) -> None:
         assert torch.allclose(torch.export.load(str(out)).module()(x), model(x), atol=1e-5)
     assert cli.main(["export", "mgiad_3lvl.fashionmnist", "--format", "pt2", "-o", str(out)]) == 2
     assert "add --pretrained" in capsys.readouterr().err
+    # the eval/predict form of the same export
+    out2 = tmp_path / "m2.pt2"
+    assert cli.main(["export", "--model", "mgiad_3lvl.fashionmnist", "--pretrained", "--format",
+                     "pt2", "-o", str(out2)]) == 0
+    with torch.no_grad():
+        assert torch.equal(torch.export.load(str(out2)).module()(x),
+                           torch.export.load(str(out)).module()(x))

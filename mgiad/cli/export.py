@@ -19,7 +19,10 @@ def add_commands(sub: Any) -> None:
         "The file is loaded back with the tool that runs it (onnxruntime, torch.export.load, "
         "torch.jit.load, a fresh model) and must give the model's logits on two batches; "
         "otherwise nothing is written. Files need only torch or an ONNX runtime to load.")
-    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_MODEL")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT_OR_MODEL", nargs="?")
+    p.add_argument("--model", metavar="NAME",
+                   help="a model by name, as in eval and predict (--model NAME --pretrained: its "
+                   "published weights)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("-o", "--output", metavar="PATH",
                    help="output file (a folder for safetensors); default: NAME.onnx, NAME.pt2, "
@@ -88,6 +91,14 @@ def _source(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.models.export import SUFFIX, ExportMismatch, export_model
 
+    if (args.source is None) == (args.model is None):
+        raise ValueError("give one source: a run directory or checkpoint (mgiad export RUN_DIR), "
+                         "or a model (mgiad export --model NAME [--pretrained])")
+    if args.model is not None:
+        if Path(args.model).exists():
+            raise ValueError(f"--model takes a model name; for the checkpoint {args.model}, "
+                             f"use `mgiad export {args.model}`")
+        args.source = args.model
     model, config, stem = _source(args)
     out = Path(args.output) if args.output else Path(stem + SUFFIX[args.format])
     if out.exists() and not args.force:
