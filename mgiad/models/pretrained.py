@@ -40,39 +40,44 @@ class Weights:
     hardware: str = ""
 
 
+#: What predicting on each data set needs (the training checkpoints' header fields).
+_DATA: dict[str, dict[str, Any]] = {
+    "fashionmnist": dict(
+        num_classes=10, in_chans=1, image_size=28, pad_to=None, mean=(0.286,), std=(0.353,),
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot")),
+}
+
+
+def _trained_on(dataset: str, **made: Any) -> Weights:
+    return Weights(dataset=dataset, **_DATA[dataset], **made)
+
+
 #: ``model.tag`` (timm's naming: the tag names the training data) -> its published weights.
 #: Written by ``python benchmarks/publish_weights.py RUN_DIR MODEL.TAG``; the run's records and
 #: curve are in ``results/pretrained/MODEL.TAG/``.
 PUBLISHED: dict[str, Weights] = {
     # Table IV's 3-level MGiaD (no BN in Pi/R on FashionMNIST), seed 0 of the 12-epoch run.
-    "mgiad_3lvl_fmnist.fashionmnist": Weights(
+    "mgiad_3lvl_fmnist.fashionmnist": _trained_on(
+        "fashionmnist",
         file="mgiad_3lvl_fmnist-fashionmnist.safetensors",
         sha256="ca87e0a8ba8a37c6cd3d5e5b8f6f0ad43cc420be2179d31e60367037c0a8e938",
-        dataset="fashionmnist", num_classes=10, in_chans=1,
         test_acc=92.27,
         command="mgiad sweep table_IV --rows 1,4 --seeds 0,1 --epochs=12 --step_size=4 "
                 "--threads=1 (row 4, seed 0: mgiad(levels=3, c_K=16, g_s=8, transfer_norm=False), "
                 "SGD lr 0.05 x 0.1 every 4 epochs, batch 128, full 60k training images)",
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
-        mean=(0.286,), std=(0.353,), image_size=28, pad_to=None,
-        weights=36858, epochs=12, train_hours=0.62,
-        hardware="AMD EPYC (Zen 4), 1 torch thread",
+        weights=36858, epochs=12, train_hours=0.62, hardware="AMD EPYC (Zen 4), 1 torch thread",
     ),
     # ResNet20 beside it: row 1 of the same run, the same recipe and budget, seed 0.
-    "resnet20.fashionmnist": Weights(
+    "resnet20.fashionmnist": _trained_on(
+        "fashionmnist",
         file="resnet20-fashionmnist.safetensors",
         sha256="6ab88de51e2912f88e50ed2f22caeaa59f23afb181396d98caf8577cb5c262b5",
-        dataset="fashionmnist", num_classes=10, in_chans=1,
         test_acc=93.05,
         command="mgiad sweep table_IV --rows 1,4 --seeds 0,1 --epochs=12 --step_size=4 "
                 "--threads=1 (row 1, seed 0: resnet20, SGD lr 0.05 x 0.1 every 4 epochs, "
                 "batch 128, full 60k training images)",
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
-        mean=(0.286,), std=(0.353,), image_size=28, pad_to=None,
-        weights=269434, epochs=12, train_hours=0.61,
-        hardware="AMD EPYC (Zen 4), 1 torch thread",
+        weights=269434, epochs=12, train_hours=0.61, hardware="AMD EPYC (Zen 4), 1 torch thread",
     ),
 }
 
