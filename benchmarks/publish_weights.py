@@ -44,15 +44,21 @@ def main(run_dir: str, name: str) -> None:
                                        check=True, capture_output=True, text=True).stdout)
     run_json = json.loads((Path(run_dir) / "run.json").read_text())
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    print(f'''    "{name}": Weights(
+    from mgiad.models.pretrained import _DATA
+
+    if header["dataset"] not in _DATA:
+        print(f'''add to _DATA in mgiad/models/pretrained.py:
+    "{header['dataset']}": dict(
+        num_classes={header['num_classes']}, in_chans={header['in_chans']}, image_size={header['image_size']}, pad_to={header.get('pad_to')!r},
+        mean={tuple(round(m, 6) for m in header['mean'])!r}, std={tuple(round(s, 6) for s in header['std'])!r},
+        classes={tuple(header['classes'])!r}),''')
+    print(f'''add to PUBLISHED:
+    "{name}": _trained_on(
+        "{header['dataset']}",
         file="{file.name}",
         sha256="{digest}",
-        dataset="{header['dataset']}", num_classes={header['num_classes']}, in_chans={header['in_chans']},
         test_acc={100 * result['test_acc']:.2f},
         command="{' '.join(run_json.get('argv', []))}",
-        classes={tuple(header['classes'])!r},
-        mean={tuple(round(m, 6) for m in header['mean'])!r}, std={tuple(round(s, 6) for s in header['std'])!r},
-        image_size={header['image_size']}, pad_to={header.get('pad_to')!r},
         weights={sum(p.numel() for p in model.parameters())}, epochs={summary['epochs_done']},
         train_hours={summary['wall_time_s'] / 3600:.2f}, hardware="{run_json.get('hardware')}",
     ),''')
