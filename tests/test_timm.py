@@ -60,7 +60,7 @@ def test_drop_rate_acts_in_training_only() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"pretrained": True}, "no pretrained weights for 'mgiad_3lvl'"),
+    ({"pretrained": True}, "no pretrained weights for 'mgnet_ab'"),
     ({"features_only": True}, "features_only=True"),
     ({"drop_path_rate": 0.1}, "drop_path_rate"),
     ({"global_pool": "max"}, "global_pool='max'"),
@@ -69,7 +69,7 @@ def test_drop_rate_acts_in_training_only() -> None:
 ])
 def test_arguments_we_cannot_honour_are_errors(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
-        mgiad.create_model("mgiad_3lvl", **kwargs)
+        mgiad.create_model("mgnet_ab" if kwargs.get("pretrained") else "mgiad_3lvl", **kwargs)
 
 
 TIMM_SCRIPT = r"""
@@ -89,7 +89,7 @@ assert m(torch.randn(2, 1, 28, 28)).shape == (2, 7)
 assert m.pretrained_cfg["input_size"] == (1, 28, 28)
 assert type(timm.create_model("resnet18")).__module__.startswith("timm.")  # timm's own, untouched
 try:
-    timm.create_model("mgiad_3lvl", pretrained=True)
+    timm.create_model("mgiad_mgnet_ab", pretrained=True)
 except ValueError as e:
     assert "no pretrained weights" in str(e)
 else:

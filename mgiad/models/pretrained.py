@@ -46,6 +46,11 @@ _DATA: dict[str, dict[str, Any]] = {
         num_classes=10, in_chans=1, image_size=28, pad_to=None, mean=(0.286,), std=(0.353,),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                  "Sneaker", "Bag", "Ankle boot")),
+    "cifar10": dict(
+        num_classes=10, in_chans=3, image_size=32, pad_to=None,
+        mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.2435, 0.2616),
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")),
 }
 
 
@@ -78,6 +83,17 @@ PUBLISHED: dict[str, Weights] = {
                 "--threads=1 (row 1, seed 0: resnet20, SGD lr 0.05 x 0.1 every 4 epochs, "
                 "batch 128, full 60k training images)",
         weights=269434, epochs=12, train_hours=0.61, hardware="AMD EPYC (Zen 4), 1 torch thread",
+    ),
+    # The 3-level MGiaD on CIFAR-10 with the paper's recipe (AutoAugment, cosine) for 60 epochs.
+    "mgiad_3lvl.cifar10": _trained_on(
+        "cifar10",
+        file="mgiad_3lvl-cifar10.safetensors",
+        sha256="14d00f73c9ead0d6bb3b50235fb50e9ab0a2c792282cc899a091d78e173d15c1",
+        test_acc=83.16,
+        command="mgiad train --model mgiad_3lvl --dataset cifar10 --epochs 60 --schedule cosine "
+                "--threads 1 (SGD lr 0.05, batch 128, the paper's augmentation; "
+                "run: results/pretrained-runs/mgiad_3lvl.cifar10-e60)",
+        weights=37530, epochs=60, train_hours=2.66, hardware="AMD EPYC (Zen 4), 1 torch thread",
     ),
 }
 
