@@ -69,7 +69,7 @@ def tuned_build(spec: str):
     name = f"mgiad_tune_{isa}_{'_'.join(tiles)}"
     macros = [f"-D{k}={v}" for k, v in [("MGIAD_FWD_P", p), ("MGIAD_WGRAD_RB", rb),
                                           ("MGIAD_FWD_P8", p8), ("MGIAD_WGRAD_RB8", rb8)] if v]
-    cpp_extension.load(name=name, sources=[str(native.SOURCE)], is_python_module=False,
+    cpp_extension.load(name=name, sources=[str(s) for s in native.SOURCES], is_python_module=False,
                        extra_cflags=["-O3", "-fopenmp", "-fvisibility=hidden", *native.ISA_FLAGS[isa],
                                      f"-DMGIAD_NS={name}", *macros],
                        extra_ldflags=["-fopenmp"])

@@ -2,10 +2,13 @@
 
     python benchmarks/native_models.py > results/performance/native-models-CPU.txt
     python benchmarks/native_models.py --profile mgiad:c_K=16,g_s=4   # operators of a step
+    python benchmarks/native_models.py --switch fused_bn   # only the fused BatchNorm + ReLU
 
 For each model (fp32, channels_last, batch 128, 32×32): a training step (forward, backward, SGD)
 and an inference forward, with ``MGIAD_NATIVE`` unset (native kernels) and ``=0`` (built-in
-convolutions), switched per measurement in interleaved rounds (on off on off ...), so the ratio
+convolutions, BatchNorm and ReLU) — or, with ``--switch fused_bn``, the native convolutions in
+both and ``MGIAD_FUSED_BN`` unset and ``=0`` (the fused BatchNorm + ReLU against the built-in
+ones) — switched per measurement in interleaved rounds (on off on off ...), so the ratio
 holds on a machine that others use too; each figure is the median over rounds, and the fastest
 round beside it (on a shared machine the least disturbed one). ``mgiad bench`` gives the same
 models' ratios to ResNet18/20, one process per setting.
@@ -21,6 +24,7 @@ import time
 
 import torch
 
+from mgiad.nn import bnrelu
 from mgiad.ops import native
 from mgiad.perf.allocator import keep_freed_memory
 from mgiad.perf.bench import _batch, _setup, train_step
@@ -31,13 +35,17 @@ from native_kernels import cpu_model, load_average  # noqa: E402
 MODELS = ["mgiad", "mgiad:c_K=16,g_s=4", "mgiad_3lvl"]
 
 
-def _native(on: bool) -> None:
-    if on:
-        os.environ.pop(native.ENV, None)
-    else:
-        os.environ[native.ENV] = "0"
+def _native(on: bool, switch: str = "native") -> None:
+    """Turn the fast paths of ``switch`` on or off: ``native`` all of them, ``fused_bn`` the fused
+    BatchNorm + ReLU only (the native convolutions stay on)."""
+    env = native.ENV if switch == "native" else bnrelu.ENV
+    for name in (native.ENV, bnrelu.ENV):
+        os.environ.pop(name, None)
+    if not on:
+        os.environ[env] = "0"
     native._reset()
-    assert (native.kernels() is not None) == on, native.status()
+    assert (native.kernels() is not None) == (on or switch != "native"), native.status()
+    assert bnrelu.enabled() == (on or switch != "fused_bn")
 
 
 def profile_step(spec: str, steps: int, batch: int) -> None:
@@ -68,6 +76,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--profile", metavar="MODEL", help="only profile a training step of MODEL")
+    ap.add_argument("--switch", choices=("native", "fused_bn"), default="native",
+                    help="what is switched on and off (default: every native kernel)")
     args = ap.parse_args()
     keep_freed_memory()
     if args.threads:
@@ -86,6 +96,8 @@ def main() -> None:
           f"interleaved rounds of {args.steps} steps")
     print(f"# command: python benchmarks/native_models.py {' '.join(sys.argv[1:])}")
     print(f"# load average before: {load_average()}")
+    if args.switch == "fused_bn":
+        print("# on: native convolutions and fused BatchNorm + ReLU; off (built-in): MGIAD_FUSED_BN=0")
     print(f"{'model':<24} {'train ms/step':>14} {'(built-in)':>11} {'×':>5} "
           f"{'infer ms/batch':>15} {'(built-in)':>11} {'×':>5}   fastest round: train × infer ×")
     for spec in args.models:
@@ -93,11 +105,11 @@ def main() -> None:
         x, y = _batch(model, args.batch, 32, dev, True)
         times: dict[tuple[bool, str], list[float]] = {}
         for on in (True, False):  # warm-up
-            _native(on)
+            _native(on, args.switch)
             train_step(model, opt, x, y, dev, "fp32")
         for _ in range(args.rounds):
             for on in (True, False):
-                _native(on)
+                _native(on, args.switch)
                 model.train()
                 t = time.perf_counter()
                 for _ in range(args.steps):

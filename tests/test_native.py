@@ -297,7 +297,7 @@ def test_mgiad_native_0_turns_it_off_without_building_or_warning(tmp_path) -> No
 def test_a_compile_error_warns_once_and_the_builtin_convolution_runs(tmp_path) -> None:
     broken = tmp_path / "group_conv.cpp"
     broken.write_text("#include <torch/library.h>\nint f() { return undeclared_name; }\n")
-    got = _child(tmp_path, setup=f"native.SOURCE = __import__('pathlib').Path({str(broken)!r})",
+    got = _child(tmp_path, setup=f"native.SOURCES = (__import__('pathlib').Path({str(broken)!r}),)",
                  MGIAD_NATIVE="auto")
     assert got["status"]["active"] is False
     assert len(got["warnings"]) == 1, got["warnings"]
@@ -343,7 +343,7 @@ def test_status_names_the_active_build() -> None:
     s = native.status()
     assert s["cpu_isas"] == ISAS
     if s["active"]:
-        assert s["isa"] in ISAS and len(s["kernels"]) == 6
+        assert s["isa"] in ISAS and s["kernels"] == list(native.KERNELS) and len(s["kernels"]) >= 6
     else:
         assert s["isa"] is None and s["reason"]
 

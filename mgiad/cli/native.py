@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 # mgiad.ops.native loads torch: imported in the command, so that `mgiad --help` does not.
@@ -39,6 +40,10 @@ def cmd_native(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"active: {status['isa']} build ({status['reason']})")
         for k in status["kernels"]:
             print(f"  {k}")
+        from mgiad.nn import bnrelu
+
+        print(f"fused BatchNorm + ReLU: {'on' if bnrelu.enabled() else 'off'} ({bnrelu.ENV}="
+              f"{os.environ.get(bnrelu.ENV, '')!r}; 0 turns it off)")
         print("other convolutions, other dtypes, NCHW inputs and autocast run the built-in kernels")
         return 0
     print(f"inactive: {status['reason']}; the built-in convolution runs")

@@ -13,7 +13,10 @@ import torch.nn.functional as F
 
 from mgiad.ops.groupconv import applies as _native_applies
 from mgiad.ops.groupconv import group_conv3x3
+from mgiad.ops.poolconv import applies as _pool_applies
+from mgiad.ops.poolconv import depthwise_pool as _depthwise_pool
 
+from .bnrelu import bn_relu, conv_of_bn_relu
 from .recompute import recompute_in_backward
 
 
@@ -22,12 +25,27 @@ def conv3(c_in: int, c_out: int, groups: int = 1, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
-def depthwise_pool(c_in: int, c_out: int) -> nn.Conv2d:
+class DepthwisePool(nn.Conv2d):
     """Learnable depthwise pooling (paper §IV "Baselines"): 3×3, stride 2, groups=c_in.
 
-    Used for both Π and R; it holds 9·c_out weights.
+    Used for both Π and R; it holds 9·c_out weights. On the CPU a float32 channels_last input
+    with c_out = 2·c_in (the widths double between levels) runs the native kernel
+    ``mgiad::depthwise_pool`` (mgiad/ops/poolconv.py; ``MGIAD_NATIVE=0`` turns it off), everything
+    else the built-in convolution. Same weights, state dict and hooks as ``nn.Conv2d``.
     """
-    return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 3, stride=2, padding=1, groups=c_in, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _pool_applies(x, self):
+            return _depthwise_pool(x, self.weight)
+        return self._conv_forward(x, self.weight, None)
+
+
+def depthwise_pool(c_in: int, c_out: int) -> DepthwisePool:
+    """Π or R between levels of c_in and c_out channels (:class:`DepthwisePool`)."""
+    return DepthwisePool(c_in, c_out)
 
 
 class GroupConv3x3(nn.Conv2d):
@@ -69,6 +87,9 @@ class Stem(nn.Sequential):
 
     def __init__(self, in_chans: int, channels: int) -> None:
         super().__init__(conv3(in_chans, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bn_relu(self[1], self[0](x))  # σ(BN(conv(x))), fused where it applies
 
 
 class Head(nn.Sequential):
@@ -126,9 +147,10 @@ class Smoother(nn.Module):
     def _step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None) -> torch.Tensor:
         B = self.B[i if len(self.B) > 1 else 0]
         bn_r, bn_e = self.norms[i]
-        r = F.relu(bn_r(self.residual(f, u, Au)), inplace=True)  # residual f − A u, normalised
-        e = F.relu(bn_e(B(r)), inplace=True)  # B^i r (in place: BN keeps its input, not output)
-        return e if u is None else u + e
+        r = self.residual(f, u, Au)  # f − A u
+        # B^i σ(BN(r)); backward recomputes σ(BN(r)) from r instead of keeping it (nn/bnrelu.py)
+        Br = conv_of_bn_relu(B, bn_r, r, keep=self.memory_efficient)
+        return bn_relu(bn_e, Br, residual=u)  # u + σ(BN(B^i σ(BN(r))))
 
     def forward(self, f: torch.Tensor, u: torch.Tensor | None, Au: torch.Tensor | None = None) -> torch.Tensor:
         for i in range(self.steps):
@@ -173,9 +195,9 @@ class ResolutionTransfer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r = f + A_fine(u, negate=True)  # residual f − A u on level ℓ
         if self.norm:
-            u = F.relu(self.bn_Pi(self.Pi(u)), inplace=True)  # eq. (6)
+            u = bn_relu(self.bn_Pi, self.Pi(u))  # eq. (6)
             Au = A_coarse(u)
-            f = F.relu(self.bn_R(self.R(r)), inplace=True) + Au  # eq. (7)
+            f = bn_relu(self.bn_R, self.R(r), residual=Au)  # eq. (7)
         else:
             u = self.Pi(u)  # eq. (6)
             Au = A_coarse(u)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mgiad.ops.pairconv import PairInterpolation, PairRestriction
 
+from .bnrelu import bn_relu
 from .checks import check_choice, check_divides, check_int
 from .layers import Smoother
 from .recompute import recompute_in_backward
@@ -112,9 +112,9 @@ class SiC(nn.Module):
             u_c = self.Pi_hat(u)
             Au_c = self.coarse.A(u_c)
             return u_c, self.R_hat(r) + Au_c, Au_c
-        u_c = F.relu(self.bn_Pi(self.Pi_hat(u)), inplace=True)  # Alg. 2 l.4: u_{κ+1} = Π̂ u
+        u_c = bn_relu(self.bn_Pi, self.Pi_hat(u))  # Alg. 2 l.4: u_{κ+1} = Π̂ u
         Au_c = self.coarse.A(u_c)
-        f_c = F.relu(self.bn_R(self.R_hat(r)), inplace=True) + Au_c  # Alg. 2 l.5
+        f_c = bn_relu(self.bn_R, self.R_hat(r), residual=Au_c)  # Alg. 2 l.5
         return u_c, f_c, Au_c
 
     def correction(self, u_c: torch.Tensor, u_c0: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,9 @@ from typing import Any
 import torch
 
 ENV = "MGIAD_NATIVE"
-SOURCE = Path(__file__).resolve().parent / "native" / "group_conv.cpp"
+_DIR = Path(__file__).resolve().parent / "native"
+#: compiled together into one extension per instruction set
+SOURCES = (_DIR / "group_conv.cpp", _DIR / "bn_relu.cpp", _DIR / "depthwise_pool.cpp")
 #: compiler flags per build; -fopenmp: at::parallel_for runs on one thread without it
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma"],
@@ -45,7 +47,9 @@ ISA_FLAGS = {
 }
 #: what the kernels of one build compute (``status()["kernels"]`` when active)
 KERNELS = tuple(f"group_conv3x3 {k} ({g} channels/group)" for g in (4, 8)
-                for k in ("forward", "input gradient", "weight gradient"))
+                for k in ("forward", "input gradient", "weight gradient")) + (
+    "bn_relu forward (BatchNorm statistics, apply with ReLU and residual)", "bn_relu backward") + tuple(
+    f"depthwise_pool 3x3/2 {k} (2 outputs/channel)" for k in ("forward", "input gradient", "weight gradient"))
 _OFF = {"0", "off", "false", "no"}
 _AUTO = {"", "1", "on", "true", "yes", "auto"}
 
@@ -116,8 +120,9 @@ def load(isa: str, *, verbose: bool = False) -> Any:
             return _state.loaded[isa]
         if isa not in ISA_FLAGS:
             raise NativeUnavailable(f"unknown instruction set {isa!r}; one of {sorted(ISA_FLAGS)}")
-        if not SOURCE.is_file():
-            raise NativeUnavailable(f"the kernel source {SOURCE} is missing from the installation")
+        for source in SOURCES:
+            if not source.is_file():
+                raise NativeUnavailable(f"the kernel source {source} is missing from the installation")
         cxx = os.environ.get("CXX", "c++")
         if shutil.which((shlex.split(cxx) or [""])[0]) is None:
             raise NativeUnavailable(f"no C++ compiler: {cxx!r} is not found (install g++, or set CXX)")
@@ -137,7 +142,7 @@ def load(isa: str, *, verbose: bool = False) -> Any:
                 print(f"mgiad: compiling the native {isa} convolution kernels (once; cached in "
                       f"{build_dir})", file=sys.stderr, flush=True)
             cpp_extension.load(
-                name=name, sources=[str(SOURCE)],
+                name=name, sources=[str(s) for s in SOURCES],
                 extra_cflags=["-O3", "-fopenmp", "-fvisibility=hidden", *ISA_FLAGS[isa],
                               f"-DMGIAD_NS={name}"],
                 extra_ldflags=["-fopenmp"], is_python_module=False, verbose=verbose)
