@@ -1,4 +1,5 @@
-"""The fused BatchNorm + ReLU and the native depthwise pooling Π, R against PyTorch, per shape.
+"""The fused BatchNorm + ReLU, the native depthwise pooling Π, R and the pair transfers' weight
+gradient against PyTorch, per shape.
 
     python benchmarks/bnrelu_pool_kernels.py --threads 1 > results/performance/bnrelu-pool-kernels-CPU.txt
 
@@ -11,6 +12,8 @@ Batch 128, fp32, channels_last, MGiaD's shapes; each pair measured in interleave
 - Π, R (3×3, stride 2, one group per input channel, two outputs each): oneDNN's forward and
   ``convolution_backward`` (input, weight gradient) against ``pool_forward``,
   ``pool_input_grad``, ``pool_weight_grad``.
+- The weight gradient of Π̂, R̂ (c → c/2, two channels per group): oneDNN's ``convolution_backward``
+  of the 1×1 grouped convolution against ``pair_dot``.
 """
 
 # The closures below are timed within their own loop iteration, before the variables change.
@@ -99,6 +102,17 @@ def pool_rows(ops, rounds: int, batch: int):
         yield f"pool C={c:<3}->{2 * c:<3} {h}x{h}", *fwd, *dgrad, *wgrad
 
 
+def pair_rows(ops, rounds: int, batch: int):
+    cb = torch.ops.aten.convolution_backward
+    for c, h in POOL_SHAPES:
+        x = torch.randn(batch, c, h, h).contiguous(memory_format=CL)
+        g = torch.randn(batch, c // 2, h, h).contiguous(memory_format=CL)
+        w = torch.randn(c // 2, 2, 1, 1)
+        yield f"pair weight grad C={c:<3}->{c // 2:<3} {h}x{h}", *_ms(
+            lambda: ops.pair_dot(x, g), rounds,
+            lambda: cb(g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c // 2, [False, True, False]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -123,6 +137,9 @@ def main() -> None:
     for name, fb, fn, db, dn, wb, wn in pool_rows(ops, args.rounds, args.batch):
         print(f"{name:<28} {fb:7.2f}/{fn:6.2f} {fb / fn:5.2f}× {db:7.2f}/{dn:6.2f} {db / dn:5.2f}× "
               f"{wb:7.2f}/{wn:6.2f} {wb / wn:5.2f}×", flush=True)
+    print(f"{'shape':<28} {'weight gradient':>22}")
+    for name, b, n in pair_rows(ops, args.rounds, args.batch):
+        print(f"{name:<28} {b:7.2f}/{n:6.2f} {b / n:5.2f}×", flush=True)
     print(f"# load average after: {load_average()}")
 
 

@@ -39,7 +39,8 @@ import torch
 ENV = "MGIAD_NATIVE"
 _DIR = Path(__file__).resolve().parent / "native"
 #: compiled together into one extension per instruction set
-SOURCES = (_DIR / "group_conv.cpp", _DIR / "bn_relu.cpp", _DIR / "depthwise_pool.cpp")
+SOURCES = (_DIR / "group_conv.cpp", _DIR / "bn_relu.cpp", _DIR / "depthwise_pool.cpp",
+           _DIR / "pair_dot.cpp")
 #: compiler flags per build; -fopenmp: at::parallel_for runs on one thread without it
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma"],
@@ -49,7 +50,8 @@ ISA_FLAGS = {
 KERNELS = tuple(f"group_conv3x3 {k} ({g} channels/group)" for g in (4, 8)
                 for k in ("forward", "input gradient", "weight gradient")) + (
     "bn_relu forward (BatchNorm statistics, apply with ReLU and residual)", "bn_relu backward") + tuple(
-    f"depthwise_pool 3x3/2 {k} (2 outputs/channel)" for k in ("forward", "input gradient", "weight gradient"))
+    f"depthwise_pool 3x3/2 {k} (2 outputs/channel)" for k in ("forward", "input gradient", "weight gradient")) + (
+    "pair_dot (weight gradient of the pair transfers)",)
 _OFF = {"0", "off", "false", "no"}
 _AUTO = {"", "1", "on", "true", "yes", "auto"}
 

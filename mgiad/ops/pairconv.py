@@ -6,8 +6,9 @@ oneDNN runs these 1×1 grouped convolutions as convolutions, slowly, and its inp
 kernel is slower still; on the CPU the same products as two multiply(-add) passes over
 strided channel views are exact and faster (forward+backward on a 2-core Xeon, batch 128,
 channels_last: 64→32 channels at 32×32 31.2 → 28.5 ms, 256→128 at 8×8 12.0 → 7.2 ms;
-``python benchmarks/kernels.py`` §3, docs/performance.md). The weight gradient keeps the
-built-in kernel, which is fast for it. The modules stay ``nn.Conv2d`` (same weights, state
+``python benchmarks/kernels.py`` §3, docs/performance.md). The weight gradient is one pass
+over both tensors with the native kernels (``mgiad::pair_weight_grad``), else the built-in
+kernel's. The modules stay ``nn.Conv2d`` (same weights, state
 dict, hooks); off the CPU they run the built-in convolution. The two products are operators
 (``mgiad::pair_sum``, ``mgiad::pair_spread``), so compiled, exported and traced models hold
 them as one node each.
@@ -19,21 +20,48 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from . import native
 from .export import fast_paths_off
 
 _conv_backward = torch.ops.aten.convolution_backward
 
 
-def _weight_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:
+@torch.library.custom_op("mgiad::pair_weight_grad", mutates_args=())
+def pair_weight_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:
     """dw_{2j+k} = Σ wide_{2j+k} · narrow_j over batch and pixels, wide the one of x, g with twice
-    the channels: the built-in kernel's weight gradient (fast for it) of the 1×1 convolution with
-    c/2 groups that has x as input and g as output gradient (in either direction, also when a
-    second-order gradient asks for it with x and g the other way round)."""
-    half = min(x.shape[1], g.shape[1])
+    the channels (w gives the shape): the weight gradient of ``pair_sum`` (x wide) and
+    ``pair_spread`` (g wide). One pass over both (``native/pair_dot.cpp``) for CPU float32
+    channels_last tensors with the native kernels; otherwise the built-in kernel's weight gradient
+    of the 1×1 convolution with c/2 groups."""
+    wide, narrow = (x, g) if x.shape[1] > g.shape[1] else (g, x)
+    if (wide.dtype == narrow.dtype == torch.float32 and wide.device.type == "cpu"
+            and all(t.is_contiguous(memory_format=torch.channels_last) for t in (wide, narrow))
+            and native.kernels() is not None):
+        return native.kernels().pair_dot(wide, narrow).reshape(w.shape)
+    half = narrow.shape[1]
     shape = [half, 2, 1, 1] if x.shape[1] > g.shape[1] else [2 * half, 1, 1, 1]
     gw = _conv_backward(g, x, w.reshape(shape), None, [1, 1], [0, 0], [1, 1], False, [0, 0], half,
                         [False, True, False])[1]
     return gw.reshape(w.shape)
+
+
+@pair_weight_grad.register_fake
+def _(g: Tensor, x: Tensor, w: Tensor) -> Tensor:
+    return torch.empty_like(w, memory_format=torch.contiguous_format)
+
+
+def _weight_grad_backward(ctx, gw: Tensor):
+    """dw is bilinear in (wide, narrow): d wide = pair_spread(narrow, gw), d narrow = pair_sum(wide, gw)."""
+    g, x = ctx.saved_tensors
+    x_wide = x.shape[1] > g.shape[1]
+    wide, narrow = (x, g) if x_wide else (g, x)
+    d_wide = pair_spread(narrow, gw) if ctx.needs_input_grad[0 if not x_wide else 1] else None
+    d_narrow = pair_sum(wide, gw) if ctx.needs_input_grad[1 if not x_wide else 0] else None
+    return (d_narrow, d_wide, None) if x_wide else (d_wide, d_narrow, None)
+
+
+pair_weight_grad.register_autograd(
+    _weight_grad_backward, setup_context=lambda ctx, inputs, output: ctx.save_for_backward(*inputs[:2]))
 
 
 _EVEN, _ODD = slice(0, None, 2), slice(1, None, 2)
@@ -90,8 +118,7 @@ def _save(ctx, inputs, output) -> None:
 
 
 def _pair_backward(spread: bool):
-    """Each product is the other's adjoint in x; the weight gradient is the built-in kernel's
-    (fast for it), with groups = c/2 either way."""
+    """Each product is the other's adjoint in x; the weight gradient is ``pair_weight_grad``."""
 
     def backward(ctx, g: Tensor):
         x, w = ctx.saved_tensors
@@ -99,7 +126,7 @@ def _pair_backward(spread: bool):
         if ctx.needs_input_grad[0]:
             gx = pair_sum(g, w) if spread else pair_spread(g, w)
         if ctx.needs_input_grad[1]:
-            gw = _weight_grad(g, x, w)
+            gw = pair_weight_grad(g, x, w)
         return gx, gw
 
     return backward
