@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_native import _layouts  # tests/ is on sys.path (pytest)
 
 from mgiad.nn.layers import DepthwisePool
 from mgiad.ops import native, poolconv
@@ -24,14 +25,6 @@ BUILDS = [pytest.param(isa, marks=pytest.mark.skipif(isa not in ISAS, reason=f"t
           for isa in ("avx2", "avx512")]
 #: (N, C, H, W): vector-width channel counts and odd ones, odd and one-pixel sizes, batch 1
 SHAPES = [(2, 64, 8, 8), (1, 3, 1, 1), (3, 16, 7, 5), (2, 20, 2, 9), (1, 128, 4, 4), (2, 37, 6, 3)]
-
-
-def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    n, c, h, w = x.shape
-    wide = torch.zeros(n, c, h, 2 * w, dtype=x.dtype).contiguous(memory_format=CL)
-    wide[..., ::2] = x
-    return {"channels_last": x.contiguous(memory_format=CL), "nchw": x.contiguous(),
-            "strided": wide[..., ::2], "permuted": x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)}
 
 
 @needs_native

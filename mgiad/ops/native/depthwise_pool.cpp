@@ -58,6 +58,21 @@ std::vector<float> rearrange(const at::Tensor& weight, i64 C, i64 m) {
 
 i64 grain(i64 work_per_item) { return std::max<i64>(1, (1 << 16) / std::max<i64>(1, work_per_item)); }
 
+// f(t, xr) for each tap t = 3·di + dk of output pixel (n, i, k) whose input pixel lies inside the
+// image (the padding's zeros add nothing); xr: that input pixel's C channels.
+template <class F>
+inline void for_each_tap(const float* xp, const Shape& s, i64 n, i64 i, i64 k, F&& f) {
+  for (int di = 0; di < 3; ++di) {
+    const i64 p = 2 * i + di - 1;
+    if (p < 0 || p >= s.H) continue;
+    for (int dk = 0; dk < 3; ++dk) {
+      const i64 q = 2 * k + dk - 1;
+      if (q < 0 || q >= s.W) continue;
+      f(di * 3 + dk, xp + ((n * s.H + p) * s.W + q) * s.C);
+    }
+  }
+}
+
 template <int M>
 at::Tensor forward_m(const at::Tensor& x, const std::vector<float>& w, const Shape& s) {
   at::Tensor y = at::empty({s.N, M * s.C, s.Ho, s.Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -70,21 +85,13 @@ at::Tensor forward_m(const at::Tensor& x, const std::vector<float>& w, const Sha
       const i64 n = row / s.Ho, i = row % s.Ho;
       for (i64 k = 0; k < s.Wo; ++k) {
         std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int di = 0; di < 3; ++di) {
-          const i64 p = 2 * i + di - 1;
-          if (p < 0 || p >= s.H) continue;
-          for (int dk = 0; dk < 3; ++dk) {
-            const i64 q = 2 * k + dk - 1;
-            if (q < 0 || q >= s.W) continue;
-            const float* xr = xp + ((n * s.H + p) * s.W + q) * C;
-            const int t = di * 3 + dk;
-            for (int j = 0; j < M; ++j) {
-              const float* wr = w.data() + (j * 9 + t) * C;
-              float* a = acc.data() + j * C;
-              for (i64 g = 0; g < C; ++g) a[g] += wr[g] * xr[g];
-            }
+        for_each_tap(xp, s, n, i, k, [&](int t, const float* xr) {
+          for (int j = 0; j < M; ++j) {
+            const float* wr = w.data() + (j * 9 + t) * C;
+            float* a = acc.data() + j * C;
+            for (i64 g = 0; g < C; ++g) a[g] += wr[g] * xr[g];
           }
-        }
+        });
         float* yr = yp + ((n * s.Ho + i) * s.Wo + k) * M * C;
         if (M == 1) {
           std::copy(acc.begin(), acc.end(), yr);
@@ -166,21 +173,13 @@ at::Tensor weight_grad_m(const at::Tensor& gy, const at::Tensor& x, const Shape&
         const float* gr = gp + ((n * s.Ho + i) * s.Wo + k) * M * C;
         for (i64 g = 0; g < C; ++g)
           for (int j = 0; j < M; ++j) gj[j * C + g] = gr[M * g + j];
-        for (int di = 0; di < 3; ++di) {
-          const i64 p = 2 * i + di - 1;
-          if (p < 0 || p >= s.H) continue;
-          for (int dk = 0; dk < 3; ++dk) {
-            const i64 q = 2 * k + dk - 1;
-            if (q < 0 || q >= s.W) continue;
-            const float* xr = xp + ((n * s.H + p) * s.W + q) * C;
-            const int t = di * 3 + dk;
-            for (int j = 0; j < M; ++j) {
-              float* a = acc.data() + (j * 9 + t) * C;
-              const float* g_ = gj.data() + j * C;
-              for (i64 g = 0; g < C; ++g) a[g] += g_[g] * xr[g];
-            }
+        for_each_tap(xp, s, n, i, k, [&](int t, const float* xr) {
+          for (int j = 0; j < M; ++j) {
+            float* a = acc.data() + (j * 9 + t) * C;
+            const float* g_ = gj.data() + j * C;
+            for (i64 g = 0; g < C; ++g) a[g] += g_[g] * xr[g];
           }
-        }
+        });
       }
       for (i64 e = 0; e < per; ++e) total[e] += acc[e];
     }
