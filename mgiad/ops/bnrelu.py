@@ -31,11 +31,6 @@ from . import native
 CL = torch.channels_last
 
 
-def _native_ok(*tensors: Tensor | None) -> bool:
-    return (all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
-            and native.kernels() is not None)
-
-
 def scale_shift(weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor) -> tuple[Tensor, Tensor]:
     """BN(x) = x·scale + shift per channel: scale = γ·invstd, shift = β − mean·scale."""
     scale = weight * invstd
@@ -44,7 +39,7 @@ def scale_shift(weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor) -> t
 
 def _stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """(mean, invstd, biased variance) per channel of an [N, C, H, W] batch."""
-    if _native_ok(x) and x.is_contiguous(memory_format=CL):
+    if native.runs_on(x) and x.is_contiguous(memory_format=CL):
         return native.kernels().bn_stats(x, eps)
     var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
     return mean, torch.rsqrt(var + eps), var
@@ -67,7 +62,7 @@ def bn_relu(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, runni
     else:
         mean, invstd, var = running_mean.clone(), torch.rsqrt(running_var + eps), running_var.clone()
     scale, shift = scale_shift(weight, bias, mean, invstd)
-    if _native_ok(x, residual, weight, bias) and x.is_contiguous(memory_format=CL) and (
+    if native.runs_on(x, residual, weight, bias) and x.is_contiguous(memory_format=CL) and (
             residual is None or residual.is_contiguous(memory_format=CL)):
         return native.kernels().bn_relu_apply(x, scale, shift, residual), mean, invstd, var
     y = torch.relu(x * _view(scale) + _view(shift))
@@ -96,7 +91,7 @@ def bn_relu_backward(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor, mean
                      invstd: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dγ, dβ) of ``bn_relu``'s y; the ReLU mask is recomputed from x."""
     scale, shift = scale_shift(weight, bias, mean, invstd)
-    if _native_ok(grad, x, weight, bias):
+    if native.runs_on(grad, x, weight, bias):
         return native.kernels().bn_relu_backward(grad.contiguous(memory_format=CL),
                                                  x.contiguous(memory_format=CL),
                                                  mean, invstd, scale, shift, training)

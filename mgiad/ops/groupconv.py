@@ -34,8 +34,7 @@ _conv_backward = torch.ops.aten.convolution_backward
 
 
 def _native_ok(*tensors: Tensor, g: int) -> bool:
-    return (g in NATIVE_GROUP_SIZES and all(t.device.type == "cpu" and t.dtype == torch.float32
-                                             for t in tensors) and native.kernels() is not None)
+    return g in NATIVE_GROUP_SIZES and native.runs_on(*tensors)
 
 
 def _builtin_backward(grad: Tensor, x: Tensor, weight: Tensor, mask: list[bool]) -> tuple:

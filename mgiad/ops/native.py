@@ -208,6 +208,14 @@ def kernels() -> Any:
         return ops
 
 
+def runs_on(*tensors: torch.Tensor | None) -> bool:
+    """Whether the active kernels take these tensors: each (``None`` skipped) on the CPU in
+    float32, and a build active (decided, and built, on first call as :func:`kernels` does).
+    Shapes, layouts and group sizes are each operator's own test."""
+    return (all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors)
+            and kernels() is not None)
+
+
 def status() -> dict[str, Any]:
     """Which native kernels are active: ``{"active", "isa", "kernels", "reason", "cpu_capability"}``.
 

@@ -34,9 +34,8 @@ def pair_weight_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:
     channels_last tensors with the native kernels; otherwise the built-in kernel's weight gradient
     of the 1×1 convolution with c/2 groups."""
     wide, narrow = (x, g) if x.shape[1] > g.shape[1] else (g, x)
-    if (wide.dtype == narrow.dtype == torch.float32 and wide.device.type == "cpu"
-            and all(t.is_contiguous(memory_format=torch.channels_last) for t in (wide, narrow))
-            and native.kernels() is not None):
+    if native.runs_on(wide, narrow) and all(t.is_contiguous(memory_format=torch.channels_last)
+                                             for t in (wide, narrow)):
         return native.kernels().pair_dot(wide, narrow).reshape(w.shape)
     half = narrow.shape[1]
     shape = [half, 2, 1, 1] if x.shape[1] > g.shape[1] else [2 * half, 1, 1, 1]

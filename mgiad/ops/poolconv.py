@@ -30,11 +30,6 @@ NATIVE_MULTIPLIERS = (2,)
 _conv_backward = torch.ops.aten.convolution_backward
 
 
-def _native_ok(*tensors: Tensor) -> bool:
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-            and native.kernels() is not None)
-
-
 def _builtin_backward(grad: Tensor, x: Tensor, weight: Tensor, mask: list[bool]) -> tuple:
     return _conv_backward(grad, x, weight, None, [2, 2], [1, 1], [1, 1], False, [0, 0],
                           x.shape[1], [mask[0], mask[1], False])
@@ -47,7 +42,7 @@ def _out_size(n: int) -> int:
 @torch.library.custom_op("mgiad::depthwise_pool", mutates_args=())
 def depthwise_pool(x: Tensor, weight: Tensor) -> Tensor:
     """3×3, stride 2, padding 1, ``x.shape[1]`` groups, no bias; channels_last output."""
-    if _native_ok(x, weight) and weight.shape[0] // x.shape[1] in NATIVE_MULTIPLIERS:
+    if native.runs_on(x, weight) and weight.shape[0] // x.shape[1] in NATIVE_MULTIPLIERS:
         return native.kernels().pool_forward(x.contiguous(memory_format=CL), weight)
     y = F.conv2d(x, weight, stride=2, padding=1, groups=x.shape[1])
     return y.contiguous(memory_format=CL)
@@ -63,7 +58,7 @@ def _(x: Tensor, weight: Tensor) -> Tensor:
 @torch.library.custom_op("mgiad::depthwise_pool_input_grad", mutates_args=())
 def depthwise_pool_input_grad(grad: Tensor, weight: Tensor, C: int, H: int, W: int) -> Tensor:
     """The gradient of ``depthwise_pool`` in x ([N, C, H, W]); channels_last."""
-    if _native_ok(grad, weight) and weight.shape[0] // C in NATIVE_MULTIPLIERS:
+    if native.runs_on(grad, weight) and weight.shape[0] // C in NATIVE_MULTIPLIERS:
         return native.kernels().pool_input_grad(grad.contiguous(memory_format=CL), weight, C, H, W)
     x = grad.new_zeros((grad.shape[0], C, H, W))  # only its shape matters
     return _builtin_backward(grad, x, weight, [True, False])[0].contiguous(memory_format=CL)
@@ -78,7 +73,7 @@ def _(grad: Tensor, weight: Tensor, C: int, H: int, W: int) -> Tensor:
 def depthwise_pool_weight_grad(grad: Tensor, x: Tensor) -> Tensor:
     """The gradient of ``depthwise_pool`` in its weight [m·C, 1, 3, 3], m = grad's channels / C."""
     m = grad.shape[1] // x.shape[1]
-    if _native_ok(grad, x) and m in NATIVE_MULTIPLIERS:
+    if native.runs_on(grad, x) and m in NATIVE_MULTIPLIERS:
         return native.kernels().pool_weight_grad(grad.contiguous(memory_format=CL),
                                                  x.contiguous(memory_format=CL), m)
     weight = x.new_zeros(grad.shape[1], 1, 3, 3)  # only its shape matters
@@ -98,7 +93,7 @@ def _(grad: Tensor, x: Tensor) -> Tensor:
 
 def _setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(*inputs[:2])
-    ctx.x_shape = tuple(inputs[2:5]) if len(inputs) > 2 else tuple(inputs[0].shape[1:])
+    ctx.x_shape = tuple(inputs[0].shape[1:])  # (C, H, W) of the forward's x; only F's backward reads it
 
 
 def _forward_backward(ctx, gy: Tensor):
