@@ -12,7 +12,8 @@ from mgiad.training.values import check_count, check_device, check_writable_file
 def cmd_bench(args: Any, extra: list[str]) -> int:
     import torch
 
-    from mgiad.perf.bench import bench, check_baselines, check_specs, format_table, machine, to_json
+    from mgiad.perf.bench import (bench, check_baselines, check_specs, fast_paths, format_table, machine,
+                                  to_json)
     from mgiad.training.machine import resolve_device
 
     # Every input is checked before the minutes of measuring.
@@ -38,6 +39,7 @@ def cmd_bench(args: Any, extra: list[str]) -> int:
                     channels_last=args.channels_last, memory=not args.no_memory)
     print(f"# {machine(args.device)}; batch {args.batch}, {args.precision}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.rounds} interleaved rounds")
+    print(f"# {fast_paths()}")
     print(format_table(results, args.baseline))
     if args.json:
         with open(args.json, "w") as fh:

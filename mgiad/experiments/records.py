@@ -68,7 +68,8 @@ def make_record(job: Job) -> dict[str, Any]:
     run_dir = Path(job.run_dir)
     summary = _read_json(run_dir / "summary.json") or {}
     info = _read_json(run_dir / "run.json") or {}
-    curve: dict[str, list[Any]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr")}
+    curve: dict[str, list[Any]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_acc", "lr",
+                                                   "elapsed_s", "epoch_cpu_s", "threads", "load_avg_1m")}
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
@@ -88,7 +89,7 @@ def make_record(job: Job) -> dict[str, Any]:
         "final_train_loss": summary.get("final_train_loss"),
         "epochs_done": summary.get("epochs_done"), "epochs": job.config["epochs"],
         "wall_time_s": summary.get("wall_time_s"), "hardware": summary.get("hardware", info.get("hardware")),
-        "device": summary.get("device"), "world_size": summary.get("world_size"),
+        "threads": info.get("threads"), "device": summary.get("device"), "world_size": summary.get("world_size"),
         "git_rev": info.get("git_rev"), "git_dirty": info.get("git_dirty"),
         "torch": info.get("torch"), "mgiad": info.get("mgiad"),
         "train_images": info.get("train_images"), "test_images": info.get("test_images"),

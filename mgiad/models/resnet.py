@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgiad.nn.checks import check_blocks, check_input, check_int, check_widths
-from mgiad.nn.layers import Head, Stem, conv3
+from mgiad.nn.layers import Head, StockStem, conv3
 
 from .classifier import ClassifierMixin
 
@@ -48,6 +48,8 @@ class BasicBlock(nn.Module):
 class StagedNet(ClassifierMixin, nn.Module):
     """stem → stages → head, the skeleton of ResNet and MGIC; subclasses fill ``stages``.
 
+    The baselines run PyTorch's own modules only (stock stem and BasicBlock, no fast path), so
+    that every comparison is against the network torchvision or the paper would give.
     ``num_classes=0`` builds no classifier: the forward pass returns the pooled features."""
 
     def __init__(self, in_chans: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int] | int) -> None:
@@ -56,7 +58,7 @@ class StagedNet(ClassifierMixin, nn.Module):
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
         self.widths = check_widths(widths)
         self.blocks = check_blocks(blocks, self.widths)
-        self.stem = Stem(in_chans, self.widths[0])
+        self.stem = StockStem(in_chans, self.widths[0])
         self.stages = nn.Sequential()
         self.head = Head(self.widths[-1], max(num_classes, 1))
         if num_classes == 0:

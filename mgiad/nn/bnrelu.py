@@ -52,7 +52,7 @@ def applies(bn: nn.Module, x: Tensor, residual: Tensor | None = None) -> bool:
             and (residual is None or (residual.dtype == torch.float32 and residual.shape == x.shape
                                       and residual.is_contiguous(memory_format=CL)))
             and not torch.is_autocast_enabled("cpu") and not fast_paths_off() and enabled()
-            and native.kernels() is not None)
+            and native.active())
 
 
 def _fused(bn: nn.BatchNorm2d, x: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

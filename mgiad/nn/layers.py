@@ -82,14 +82,23 @@ class DataFeatureMap(GroupConv3x3):
         return self._conv(u, -self.weight if negate else self.weight)
 
 
-class Stem(nn.Sequential):
-    """Data lifting: 3×3 conv in_chans→c₁ + BN + ReLU gives the first right-hand side f₁."""
+class StockStem(nn.Sequential):
+    """3×3 conv in_chans→c₁ + BN + ReLU run as PyTorch's own modules, as torchvision's ResNet
+    does (and any module appended, e.g. ResNet's max-pool): the baselines' stem, no fast path."""
 
     def __init__(self, in_chans: int, channels: int) -> None:
         super().__init__(conv3(in_chans, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
+
+class Stem(StockStem):
+    """Data lifting: 3×3 conv in_chans→c₁ + BN + ReLU gives the first right-hand side f₁
+    (the multigrid networks' stem: σ(BN(·)) fused where it applies)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bn_relu(self[1], self[0](x))  # σ(BN(conv(x))), fused where it applies
+        y = bn_relu(self[1], self[0](x))  # σ(BN(conv(x))), fused where it applies
+        for module in list(self)[3:]:  # anything appended after the ReLU
+            y = module(y)
+        return y
 
 
 class Head(nn.Sequential):

@@ -139,8 +139,4 @@ def applies(x: Tensor, conv: torch.nn.Conv2d, weight: Tensor) -> bool:
             and conv.in_channels // conv.groups in NATIVE_GROUP_SIZES
             and not torch.is_autocast_enabled("cpu")
             and not fast_paths_off()
-            and _active())
-
-
-def _active() -> bool:
-    return native.kernels() is not None
+            and native.active())

@@ -208,6 +208,18 @@ def kernels() -> Any:
         return ops
 
 
+@torch.compiler.assume_constant_result
+def active() -> bool:
+    """Whether a native build is active: ``kernels() is not None``.
+
+    The modules ask this before they choose an operator. ``torch.compile`` runs it while it traces
+    and takes the result as a constant, so the decision (and any build, with its lock) happens
+    outside the traced code: ``torch.compile(model, fullgraph=True)`` works as the first thing a
+    process does. The decision is made once per process, so the constant stays true.
+    """
+    return kernels() is not None
+
+
 def runs_on(*tensors: torch.Tensor | None) -> bool:
     """Whether the active kernels take these tensors: each (``None`` skipped) on the CPU in
     float32, and a build active (decided, and built, on first call as :func:`kernels` does).

@@ -133,4 +133,4 @@ def applies(x: Tensor, conv: torch.nn.Conv2d) -> bool:
             and conv.groups == conv.in_channels
             and conv.out_channels // conv.in_channels in NATIVE_MULTIPLIERS
             and not torch.is_autocast_enabled("cpu") and not fast_paths_off()
-            and native.kernels() is not None)
+            and native.active())

@@ -220,6 +220,18 @@ def machine(device: str = "auto") -> str:
     return f"{hardware_string(_device(device))}, torch {torch.__version__}"
 
 
+def fast_paths() -> str:
+    """Which fast paths the multigrid networks ran; the baselines run stock PyTorch modules."""
+    from mgiad.nn import bnrelu
+    from mgiad.ops import native
+
+    isa = native.status()["isa"]
+    kernels = f"native {isa} kernels" if isa else "no native kernels (built-in convolution)"
+    fused = "fused BatchNorm+ReLU" if isa and bnrelu.enabled() else "PyTorch's BatchNorm"
+    return (f"MGiaD/MgNet: {kernels}, {fused}; ResNet and MGIC baselines: stock PyTorch modules "
+            f"(no mgiad fast path)")
+
+
 def check_specs(specs: list[str]) -> None:
     """Every ``name[:key=value,...]`` names a registered model that builds with its keys (built
     on the meta device: no memory, a few ms), so that a typo fails before minutes of measuring."""
@@ -293,7 +305,7 @@ def to_json(results: list[BenchResult], settings: dict[str, Any], baselines: lis
         row["infer_flop_fraction"] = row["infer_ratio"] / row["flop_ratio"]
         rows.append(row)
     return json.dumps({"machine": machine(settings.get("device", "auto")), "settings": settings,
-                       "results": rows}, indent=2)
+                       "fast_paths": fast_paths(), "results": rows}, indent=2)
 
 
 

@@ -439,7 +439,7 @@ class _Run:
         """One pass over the shuffled training set; returns the epoch's log row (no test yet)."""
         cfg, device, D, steps = self.cfg, self.device, self.dist, self.steps
         B = cfg.batch_size
-        self.t0 = time.perf_counter()
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
         lr = cfg.lr_at(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -572,6 +572,11 @@ class _Run:
         self.epoch_times.append(epoch_time)
         row["epoch_time_s"] = epoch_time
         row["elapsed_s"] = self.elapsed_before + time.perf_counter() - self.t_run
+        # what the time was measured on: this process's CPU time (all its threads), its torch
+        # threads and the machine's load (time-to-accuracy figures read CPU hours from these)
+        row["epoch_cpu_s"] = time.process_time() - self.cpu0
+        row["threads"] = torch.get_num_threads()
+        row["load_avg_1m"] = os.getloadavg()[0]
         self.history.append(row)
         if not self.dist.main:
             return
