@@ -77,6 +77,10 @@ def _pair(name: str, channels_last: bool) -> tuple[nn.Module, nn.Module]:
     return ours, stock
 
 
+def _same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert torch.equal(got, want), f"{what}: largest difference {(got - want).abs().max().item():.3g}"
+
+
 def _input(channels_last: bool, batch: int = 8) -> torch.Tensor:
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -90,18 +94,18 @@ def test_baseline_is_bitwise_the_stock_network(name: str, channels_last: bool) -
     target = torch.randn(8, 10, generator=torch.Generator().manual_seed(2))
     for _ in range(2):  # two training steps' forward/backward: running statistics move
         y_ours, y_stock = ours(x), stock(x)
-        assert torch.equal(y_ours, y_stock)
+        _same(y_ours, y_stock, "training output")
         (y_ours * target).sum().backward()
         (y_stock * target).sum().backward()
     stock_grads = {k.replace(".downsample.", ".shortcut."): p.grad for k, p in stock.named_parameters()}
     for k, p in ours.named_parameters():
-        assert torch.equal(p.grad, stock_grads[k]), k
+        _same(p.grad, stock_grads[k], f"gradient of {k}")
     stock_buffers = {k.replace(".downsample.", ".shortcut."): b for k, b in stock.named_buffers()}
     for k, b in ours.named_buffers():
-        assert torch.equal(b, stock_buffers[k]), k
+        _same(b, stock_buffers[k], f"buffer {k}")
     ours.eval(), stock.eval()
     with torch.no_grad():
-        assert torch.equal(ours(x), stock(x))
+        _same(ours(x), stock(x), "evaluation output")
 
 
 def test_the_max_pool_variant_pools() -> None:
