@@ -48,7 +48,7 @@ def whole_model() -> None:
     dev = torch.device("cpu")
     model, opt = _setup("mgiad:c_K=16,g_s=4", dev, True)
     x, y = _batch(model, 128, 32, dev, True)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, fullgraph=True)  # one graph, no break (tests/test_compile_fresh.py)
     t0 = time.perf_counter()
     train_step(compiled, opt, x, y, dev, "fp32")
     build = time.perf_counter() - t0
@@ -61,7 +61,10 @@ def whole_model() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whole-model", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from mgiad.perf.allocator import keep_freed_memory
     from mgiad.perf.bench import machine
 

@@ -136,7 +136,8 @@ def test_plot_figure_7_and_curves(tmp_path) -> None:
     fake_records(variant, {"ResNet20": [0.90, 0.91], "MGIC g=8 c_K=32": [0.92, 0.93],
                            "MGiaD c_K=16 g_s=4 λ=1": [0.915, 0.91, 0.92]})
     files = plot_experiment(variant)
-    assert sorted(f.name for f in files) == ["curves.png", "curves.svg", "weights_vs_accuracy.png",
+    assert sorted(f.name for f in files) == ["curves.png", "curves.svg", "time_to_accuracy.png",
+                                              "time_to_accuracy.svg", "weights_vs_accuracy.png",
                                               "weights_vs_accuracy.svg"]
     for f in files:
         check_image(f)
@@ -167,3 +168,61 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert cli.main(["plot", "IV", "--results-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "pip install 'mgiad[plot]'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines and time to accuracy (issue 23: Table II at a CPU budget)
+
+_VERSUS = """
+name = "versus"
+dataset = "cifar10"
+seeds = [0]
+[recipe]
+epochs = 3
+[[rows]]
+ref = "table_II/ResNet20"
+[[rows]]
+ref = "table_II/MGiaD c_K=32 g_s=8 λ=1"
+baseline = "ResNet20"
+"""
+
+
+def test_a_row_against_its_baseline(tmp_path) -> None:
+    path = tmp_path / "versus.toml"
+    path.write_text(_VERSUS)
+    variant = make_variant(str(path), [], tmp_path / "results")
+    fake_records(variant, {"ResNet20": [0.80], "MGiaD c_K=32 g_s=8 λ=1": [0.78]})
+    text, _ = write_report(variant)
+    header = next(line for line in text.splitlines() if line.startswith("model"))
+    for column in ("best %", "baseline", "fewer weights", "Δ vs baseline (ours)", "Δ vs baseline (paper)"):
+        assert column in header
+    row = next(line for line in text.splitlines() if line.startswith("MGiaD c_K=32"))
+    # fake weights are 27,000 for both rows: ratio 1.00; ours 78 - 80; the paper's 93.66 - 92.44
+    assert "ResNet20" in row and "1.00×" in row and "-2.00" in row and "+1.22" in row
+    base = next(line for line in text.splitlines() if line.startswith("ResNet20 "))
+    assert base.split()[-4:] == ["-"] * 4  # the baseline itself has none
+
+
+def test_a_baseline_must_name_another_row(tmp_path) -> None:
+    path = tmp_path / "versus.toml"
+    path.write_text(_VERSUS.replace('baseline = "ResNet20"', 'baseline = "ResNet 20"'))
+    with pytest.raises(ValueError, match="baseline='ResNet 20' is not the label of another row"):
+        make_variant(str(path), [], tmp_path / "results")
+
+
+def test_time_to_accuracy_from_cpu_time_and_estimated_from_wall_time() -> None:
+    from mgiad.experiments.timing import time_table, timeline
+
+    measured = timeline({"row": "A", "seed": 0, "status": "completed", "threads": 1, "curve": {
+        "test_acc": [0.65, 0.75, 0.86], "epoch_cpu_s": [1800, 1800, 3600], "elapsed_s": [1, 2, 3]}})
+    assert measured is not None and not measured.estimated
+    assert measured.cpu_hours == (0.5, 1.0, 2.0)
+    assert measured.hours_to(70) == 1.0 and measured.hours_to(85) == 2.0 and measured.hours_to(90) is None
+    estimated = timeline({"row": "B", "seed": 1, "status": "completed", "threads": 2, "wall_time_s": 3600,
+                          "curve": {"test_acc": [0.5, 0.72]}})
+    assert estimated is not None and estimated.estimated and estimated.cpu_hours == (1.0, 2.0)
+    assert timeline({"row": "C", "curve": {"test_acc": []}}) is None
+    header, cells = time_table([measured, estimated])
+    assert header[2:5] == ["CPU h to 70%", "CPU h to 80%", "CPU h to 85%"]
+    assert cells[0][2:6] == ["1.00", "2.00", "2.00", "2.00"]  # 75% < 80%: reached at epoch 3
+    assert cells[1][2:6] == ["~2.00", "never", "never", "~2.00"] and cells[1][-1] == "2"

@@ -1,4 +1,5 @@
-"""Plots: weights vs test accuracy (the paper's Figure 7) and training curves, PNG and SVG.
+"""Plots: weights vs test accuracy (the paper's Figure 7), training curves and time to accuracy,
+PNG and SVG.
 
 Needs matplotlib (``pip install 'mgiad[plot]'``); it is imported when a plot is drawn, with the
 Agg backend, so plotting works on machines without a display.
@@ -12,6 +13,7 @@ from typing import Any
 
 from .records import ensure_variant_file, read_records
 from .report import RowResult, summarize
+from .timing import THRESHOLDS, Timeline, timelines
 from .variant import Variant
 
 #: (marker, colour) per family, in the order of the legend; other families get the rest.
@@ -162,8 +164,36 @@ def plot_curves(variant: Variant, records: list[dict[str, Any]], stem: Path) -> 
     return files
 
 
+def plot_time_to_accuracy(variant: Variant, lines: Sequence[Timeline], stem: Path) -> list[Path]:
+    """Test accuracy against cumulative CPU hours, one colour per row, one line per seed, with
+    the report's thresholds (mgiad/experiments/timing.py) as dotted lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    rows = list(dict.fromkeys(t.row for t in lines))
+    cmap = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")
+    for t in lines:
+        i = rows.index(t.row)
+        first = next(u for u in lines if u.row == t.row) is t
+        ax.plot(t.cpu_hours, t.test_acc, color=cmap(i % cmap.N), marker=".", linewidth=1,
+                linestyle="--" if t.estimated else "-", label=t.row if first else None, alpha=0.85)
+    for a in THRESHOLDS:
+        ax.axhline(a, color="0.5", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("CPU hours (process CPU time, all threads)"
+                  + ("; dashed: estimated from wall time" if any(t.estimated for t in lines) else ""))
+    ax.set_ylabel("test accuracy (%)")
+    hardware = sorted({t.hardware for t in lines if t.hardware})
+    title = variant.experiment.title + (" (REDUCED budget)" if variant.reduced else "")
+    ax.set_title(title + ("\n" + "; ".join(hardware) if hardware else ""), fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    files = _save(fig, stem)
+    plt.close(fig)
+    return files
+
+
 def plot_experiment(variant: Variant, out_dir: str | Path | None = None) -> list[Path]:
-    """Both plots of a variant: ``weights_vs_accuracy`` and ``curves`` (.png and .svg)."""
+    """The plots of a variant: ``weights_vs_accuracy``, ``curves`` and, once a run has its
+    timing, ``time_to_accuracy`` (.png and .svg)."""
     if out_dir is None:
         ensure_variant_file(variant)
     out = Path(out_dir) if out_dir is not None else variant.dir
@@ -171,7 +201,10 @@ def plot_experiment(variant: Variant, out_dir: str | Path | None = None) -> list
     results = summarize(variant, records)
     files = plot_tradeoff(variant, results, out / "weights_vs_accuracy")
     files += plot_curves(variant, records, out / "curves")
+    lines = timelines(records, [r.label for r in variant.experiment.rows])
+    if lines:
+        files += plot_time_to_accuracy(variant, lines, out / "time_to_accuracy")
     return files
 
 
-__all__ = ["STYLES", "plot_curves", "plot_experiment", "plot_tradeoff"]
+__all__ = ["STYLES", "plot_curves", "plot_experiment", "plot_time_to_accuracy", "plot_tradeoff"]

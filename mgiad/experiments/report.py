@@ -20,6 +20,7 @@ from typing import Any
 
 from .records import ensure_variant_file, read_records
 from .spec import ExperimentRow
+from .timing import TIME_FOOT, time_table, timelines
 from .variant import Variant, model_weights, plan
 
 
@@ -143,10 +144,26 @@ def _paper(row: ExperimentRow, key: str) -> float | None:
     return getattr(row.paper, key) if row.paper is not None else None
 
 
+def _versus(r: RowResult, by_label: dict[str, RowResult]) -> list[str]:
+    """The row against its baseline row: baseline, weight ratio, Δ test (ours, the paper's)."""
+    b = by_label.get(r.row.baseline)
+    if b is None:
+        return ["-", "-", "-", "-"]
+    ratio = "-" if not (r.weights and b.weights) else f"{b.weights / r.weights:.2f}×"
+    ours = _delta(r.test_mean, b.test_mean)
+    paper = _delta(_paper(r.row, "test"), _paper(b.row, "test"))
+    return [b.row.label, ratio, _f(ours, sign=True), _f(paper, sign=True)]
+
+
 def table_rows(results: Sequence[RowResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the paper-layout table (strings)."""
-    header = ["model", "seeds", "weights (k)", "paper (k)", "test % (ours)", "test % (paper)", "Δ test",
-              "train % (ours)", "train % (paper)", "Δ train"]
+    """Header and cells of the paper-layout table (strings); with the baseline columns when a
+    row names a baseline."""
+    header = ["model", "seeds", "weights (k)", "paper (k)", "test % (ours)", "best %", "test % (paper)",
+              "Δ test", "train % (ours)", "train % (paper)", "Δ train"]
+    by_label = {r.row.label: r for r in results}
+    versus = any(r.row.baseline for r in results)
+    if versus:
+        header += ["baseline", "fewer weights", "Δ vs baseline (ours)", "Δ vs baseline (paper)"]
     cells = []
     for r in results:
         p_w = _paper(r.row, "weights_k")
@@ -156,12 +173,13 @@ def table_rows(results: Sequence[RowResult]) -> tuple[list[str], list[list[str]]
             _wk(r.weights),
             "-" if p_w is None else f"{p_w:,.0f}",
             _pm(r.test_mean, r.test_std),
+            _f(r.best_mean),
             _pm(_paper(r.row, "test"), _paper(r.row, "std")),
             _f(r.delta_test, sign=True),
             _pm(r.train_mean, r.train_std),
             _f(_paper(r.row, "train")),
             _f(r.delta_train, sign=True),
-        ])
+        ] + (_versus(r, by_label) if versus else []))
     return header, cells
 
 
@@ -183,8 +201,9 @@ def _heading(variant: Variant, results: Sequence[RowResult], records: list[dict[
     return lines
 
 
-_FOOT = ("test = accuracy after the last epoch, mean ± std over seeds (sample std); "
-         "Δ = ours − paper in percentage points; weights (k) = our model's weights "
+_FOOT = ("test = accuracy after the last epoch, mean ± std over seeds (sample std); best = the best "
+         "epoch's, mean over seeds; Δ = ours − paper in percentage points; fewer weights = the "
+         "baseline's weights ÷ the row's; Δ vs baseline = row − baseline; weights (k) = our model's weights "
          "(the paper's counts also include weights the authors' code builds but never uses; "
          "see `mgiad params --paper`)")
 
@@ -198,6 +217,11 @@ def format_text(variant: Variant, results: Sequence[RowResult], records: list[di
     out = _heading(variant, results, records) + ["", line(header), "  ".join("-" * w for w in widths)]
     out += [line(c) for c in cells]
     out += ["", _FOOT]
+    header, cells = time_table(timelines(records, [r.row.label for r in results]))
+    if cells:
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+        out += ["", "Time to accuracy", line(header), "  ".join("-" * w for w in widths)]
+        out += [line(c) for c in cells] + ["", TIME_FOOT]
     return "\n".join(out) + "\n"
 
 
@@ -206,11 +230,17 @@ def format_markdown(variant: Variant, results: Sequence[RowResult], records: lis
     header, cells = table_rows(results)
     head = _heading(variant, results, records)
     out = [f"### {head[0]}", ""] + [f"{h}  " for h in head[1:]] + [""]
-    out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|")
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells_row) + " |" for cells_row in cells]
-    out += ["", _FOOT + "."]
+    out += _markdown_table(header, cells) + ["", _FOOT + "."]
+    header, cells = time_table(timelines(records, [r.row.label for r in results]))
+    if cells:
+        out += ["", "#### Time to accuracy", ""] + _markdown_table(header, cells) + ["", TIME_FOOT + "."]
     return "\n".join(out) + "\n"
+
+
+def _markdown_table(header: list[str], cells: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    return out + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
 
 
 CSV_COLUMNS = ["row", "family", "model", "dataset", "seeds_done", "seeds_planned", "diverged", "weights",

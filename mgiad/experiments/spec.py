@@ -20,8 +20,9 @@ An experiment file (TOML or JSON) holds a name, a title, a default dataset, the 
 A row may also set ``dataset``, ``recipe`` (RunConfig keys for this row only), ``family`` (the
 marker group in plots), ``note``/``fits`` (why the printed weight count differs, used by
 ``mgiad params --paper``) or ``ref = "table_I/ResNet20"`` to take a row of another built-in
-experiment (so Figure 7 repeats no number of the tables). ``paper`` may be left out (rows the
-paper only plots, or a user's own rows).
+experiment (so Figure 7 repeats no number of the tables), and ``baseline = "LABEL"`` (another
+row of the same experiment: the report gives the weight ratio and the accuracy difference to it,
+ours and the paper's). ``paper`` may be left out (rows the paper only plots, or a user's own rows).
 
 The built-in files ship as package data in ``mgiad/experiments/``: ``table_I`` ... ``table_IX``
 and ``figure_7``; they are the one source of the paper's numbers (``mgiad.experiments.paper.TABLES`` is
@@ -50,7 +51,8 @@ TABLE_NAMES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX")
 BUILTIN = tuple(f"table_{t}" for t in TABLE_NAMES) + ("figure_7",)
 
 _TOP_KEYS = {"name", "title", "table", "dataset", "seeds", "recipe", "rows", "description"}
-_ROW_KEYS = {"label", "model", "kwargs", "dataset", "paper", "note", "fits", "family", "recipe", "ref"}
+_ROW_KEYS = {"label", "model", "kwargs", "dataset", "paper", "note", "fits", "family", "recipe", "ref",
+             "baseline"}
 _PAPER_KEYS = {"weights_k", "test", "std", "train"}
 #: RunConfig keys an experiment may not set: the sweep decides them per run.
 _SWEEP_KEYS = {"seed", "out_dir", "run_name", "model", "model_kwargs", "dataset"}
@@ -81,6 +83,7 @@ class ExperimentRow:
     note: str = ""
     fits: dict[str, Any] | None = None
     ref: str = ""
+    baseline: str = ""  # label of the row this one is compared with (report: weight ratio, Δ)
 
     @property
     def slug(self) -> str:
@@ -100,7 +103,7 @@ class ExperimentRow:
                              "kwargs": dict(self.kwargs), "family": self.family}
         if self.paper is not None:
             d["paper"] = {k: getattr(self.paper, k) for k in sorted(_PAPER_KEYS)}
-        for key in ("recipe", "note", "fits", "ref"):
+        for key in ("recipe", "note", "fits", "ref", "baseline"):
             if getattr(self, key):
                 d[key] = getattr(self, key)
         return json.loads(json.dumps(d))
@@ -268,6 +271,11 @@ def experiment_from_dict(data: Any, *, source: str = "experiment", default_name:
                 raise ValueError(f"{source}: rows {seen[key(r)]!r} and {r.label!r} have the same "
                                  f"{kind} {key(r)!r}; every row needs its own")
             seen[key(r)] = r.label
+    labels = [r.label for r in rows]
+    for r in rows:
+        if r.baseline and (r.baseline not in labels or r.baseline == r.label):
+            raise ValueError(f"{source} row {r.label!r}: baseline={r.baseline!r} is not the label of "
+                             f"another row (one of {[x for x in labels if x != r.label]})")
     return Experiment(name=name, title=str(data.get("title") or name), dataset=dataset,
                       seeds=tuple(seeds), recipe=recipe, rows=rows, table=str(data.get("table", "")),
                       description=str(data.get("description", "")), path=path or str(data.get("path", "")))
@@ -312,8 +320,8 @@ def _row(raw: Any, index: int, dataset: str, source: str) -> ExperimentRow:
         raise ValueError(f"{where}: expected a table with label and model")
     _check_keys(raw, _ROW_KEYS, where, "row")
     base: dict[str, Any] = {}
-    if "ref" in raw:
-        base = _referenced(raw["ref"], where)
+    if "ref" in raw:  # a baseline names a row of its own experiment: never taken from the ref
+        base = {k: v for k, v in _referenced(raw["ref"], where).items() if k != "baseline"}
     values = {**base, **{k: v for k, v in raw.items() if k != "ref"}}
     label = values.get("label")
     if not isinstance(label, str) or not label.strip():
@@ -344,9 +352,13 @@ def _row(raw: Any, index: int, dataset: str, source: str) -> ExperimentRow:
         raise ValueError(f"{where}: fits must be a table of model hyper-parameters")
     recipe = _recipe(values.get("recipe", {}), where)
     family = values.get("family") or default_family(model, kwargs)
+    baseline = values.get("baseline", "")
+    if not isinstance(baseline, str):
+        raise ValueError(f"{where}: baseline={baseline!r} must be the label of another row")
     return ExperimentRow(label=label, model=model, dataset=row_dataset, kwargs=dict(kwargs),
                          paper=published, family=str(family), recipe=recipe,
-                         note=str(values.get("note", "")), fits=fits, ref=str(raw.get("ref", "")))
+                         note=str(values.get("note", "")), fits=fits, ref=str(raw.get("ref", "")),
+                         baseline=baseline)
 
 
 def _referenced(ref: Any, where: str) -> dict[str, Any]:
