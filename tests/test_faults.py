@@ -43,7 +43,8 @@ from mgiad.training.config import RunConfig
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fault server forks (POSIX)")
 
 EPOCHS, STEPS = 3, 8  # 256 fake training images, batch 32
-TIMING = {"img_per_s", "epoch_time_s", "elapsed_s"}  # wall-clock fields of a metrics row
+#: the fields of a metrics row that measure time and load, not the training trajectory
+TIMING = {"img_per_s", "epoch_time_s", "elapsed_s", "epoch_cpu_s", "load_avg_1m"}
 
 SERVER = r"""
 import json, os, signal, sys

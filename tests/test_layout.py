@@ -32,9 +32,9 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"experiments", "perf", "training", "models", "nn", "ops", "data"},
 }
 #: reports and plots: the experiment spec, the plan (variant) and the records, nothing else
-READERS = {"mgiad.experiments.report", "mgiad.experiments.plot"}
+READERS = {"mgiad.experiments.report", "mgiad.experiments.plot", "mgiad.experiments.timing"}
 READER_IMPORTS = {"mgiad.experiments.spec", "mgiad.experiments.variant", "mgiad.experiments.records",
-                  "mgiad.experiments.report"}
+                  "mgiad.experiments.report", "mgiad.experiments.timing"}
 
 
 def _module_name(path: Path, root: Path) -> str:

@@ -104,6 +104,9 @@ def test_run_directory_contents(finished_run) -> None:
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for r in rows:
         assert {"train_loss", "train_acc", "test_acc", "lr", "img_per_s", "elapsed_s"} <= set(r)
+        # what the time was measured on: CPU time (over all threads), threads, the machine's load
+        assert 0 < r["epoch_cpu_s"] and r["load_avg_1m"] >= 0
+        assert r["threads"] == json.loads((run_dir / "run.json").read_text())["threads"] >= 1
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["status"] == "completed" and summary["epochs_done"] == 3
     assert summary["final_test_acc"] == rows[-1]["test_acc"]
