@@ -97,6 +97,18 @@ PUBLISHED: dict[str, Weights] = {
                 "run: results/pretrained-runs/mgiad_3lvl.cifar10-e60)",
         weights=37530, epochs=60, train_hours=2.66, hardware="AMD EPYC (Zen 4), 1 torch thread",
     ),
+    # Issue 23's CPU-budget Table II (benchmarks/table_II_cpu.toml), row ResNet20, seed 0.
+    "resnet20.cifar10": _trained_on(
+        "cifar10",
+        file="resnet20-cifar10.safetensors",
+        sha256="8acbdf4732ae21ea281a5c46846cf36ee4b712c6fbc9575f326dcc39df2dbb31",
+        test_acc=83.57,
+        command="mgiad sweep benchmarks/table_II_cpu.toml --rows 1,2 --threads 1 "
+                "--data_dir ../shared/data/cifar10 (row ResNet20, seed 0: 10 cosine epochs from lr "
+                "0.05, batch 128, the authors' augmentation; run: results/table_II_cpu/runs/resnet20-s0)",
+        weights=269722, epochs=10, train_hours=0.32,
+        hardware="AMD EPYC (Zen 5, family 26 model 2), 1 torch thread",
+    ),
 }
 
 
