@@ -309,7 +309,9 @@ def max_image_pixels(flag: int | None = None) -> int:
 
 def load_image(path: str | Path, *, size: int, channels: int,
                max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
-    """An image file as a (size, size, channels) uint8 tensor (grey or RGB, bilinear resize).
+    """An image file as a (size, size, channels) uint8 tensor (grey or RGB, bilinear resize),
+    decoded as the image-folder loader decodes it (:mod:`mgiad.data.images`: EXIF orientation
+    applied, 16-bit grey scaled, multi-frame files refused).
 
     An image of more than ``max_pixels`` pixels is refused before it is decoded.
     """
@@ -317,20 +319,22 @@ def load_image(path: str | Path, *, size: int, channels: int,
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from mgiad.data.images import open_image
+
     guard = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our limit below replaces PIL's (a traceback without a fix)
     try:
         with Image.open(path) as img:
             w, h = img.size  # from the header: nothing is decoded yet
-            if w * h > max_pixels:
-                raise ValueError(
-                    f"image {path} is {w}x{h} = {w * h:,} pixels, more than the limit of "
-                    f"{max_pixels:,}; if you trust the file, raise the limit with --max-pixels "
-                    f"{w * h} or ${ENV_MAX_PIXELS}={w * h}")
-            img = img.convert("L" if channels == 1 else "RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8).copy()
+        if w * h > max_pixels:
+            raise ValueError(
+                f"image {path} is {w}x{h} = {w * h:,} pixels, more than the limit of "
+                f"{max_pixels:,}; if you trust the file, raise the limit with --max-pixels "
+                f"{w * h} or ${ENV_MAX_PIXELS}={w * h}")
+        img = open_image(path).convert("L" if channels == 1 else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
     finally:

@@ -38,7 +38,7 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 #: torchvision's IMG_EXTENSIONS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: EXIF orientation, 16-bit grey scaled (mgiad/data/images.py)
 
 
 def is_custom(name: str) -> bool:
@@ -226,14 +226,15 @@ def _decode_cached(root: Path, parts: list[tuple[list[Path], list[int]]],
 def _decode(parts: list[tuple[list[Path], list[int]]]) -> list[np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
+    from .images import ImageDecodeError, decode
+
     images: list[tuple[Path, np.ndarray]] = []
     for files, _ in parts:
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    im.load()
-                    grey = im.mode in ("1", "L", "I;16", "I", "F")
-                    images.append((f, np.asarray(im.convert("L" if grey else "RGB"))))
+            try:  # EXIF orientation applied, 16-bit grey scaled, multi-frame refused (images.py)
+                images.append((f, decode(f)))
+            except ImageDecodeError as e:
+                raise CorruptDatasetError(f"{e}; remove or replace it") from None
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
                 raise CorruptDatasetError(f"{f}: cannot read this image ({e}); remove or replace "
                                           "it") from None
