@@ -67,7 +67,21 @@ def test_a_resumed_run_keeps_its_thread_count(tmp_path, keep_torch_threads):
     choice = configure_threads(None, previous=recorded_threads(tmp_path))
     assert choice.threads == 1 and choice.reason.startswith("1 (as the run started")
     assert torch.get_num_threads() == 1
-    assert configure_threads(2, previous=1).threads == 2  # --threads still wins
+    cores = len(usable_cores())
+    assert configure_threads(cores, previous=1).threads == cores  # --threads still wins
+
+
+def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path, keep_torch_threads):
+    """--threads 999 on 2 cores trained at 1 img/s instead of 76 (issue 22): capped, and said."""
+    from mgiad.training.threads import ThreadsWarning
+
+    cores = len(usable_cores())
+    with pytest.warns(ThreadsWarning, match=rf"--threads 999 is more than the {cores} core"):
+        choice = configure_threads(999)
+    assert choice.threads == cores == torch.get_num_threads()
+    assert "999 asked" in choice.reason and "capped" in choice.reason
+    with pytest.warns(ThreadsWarning, match="no longer bit-identical"):  # a run resumed on fewer cores
+        assert configure_threads(None, previous=cores + 1).threads == cores
 
 
 def test_configure_threads_sets_what_it_chose(keep_torch_threads):

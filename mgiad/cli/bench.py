@@ -28,7 +28,9 @@ def cmd_bench(args: Any, extra: list[str]) -> int:
         args.baseline = DEFAULT_BASELINES
     check_specs(specs)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from mgiad.training.threads import cap_threads
+
+        torch.set_num_threads(cap_threads(args.threads, "--threads").threads)
     settings = {k: getattr(args, k) for k in ("batch", "image_size", "steps", "rounds", "device",
                                               "precision", "channels_last")}
     check_baselines(specs, args.baseline)
