@@ -123,6 +123,35 @@ def test_bad_npz_files(tmp_path, arrays, message) -> None:
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 
+def _damaged(kind: str, path: Path) -> None:
+    """A damaged .npz: cut short, one stored byte changed (its CRC no longer matches), or not a zip."""
+    x = np.random.default_rng(0).integers(0, 255, (6, 8, 8), dtype=np.uint8)
+    np.savez(path, x=x, y=np.arange(6) % 2)  # stored, not compressed: the bytes of x are in the file
+    data = bytearray(path.read_bytes())
+    if kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "crc":
+        i = data.find(x.tobytes()[:16])
+        assert i > 0
+        data[i + 5] ^= 0xFF
+    else:
+        data = bytearray(b"this is not a zip archive\n" * 10)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "crc", "not-a-zip"])
+def test_a_damaged_npz_is_one_line_and_exit_2(tmp_path, kind, capsys) -> None:
+    """Issue 22: a truncated file or a CRC error ended in a traceback (BadZipFile)."""
+    _damaged(kind, tmp_path / "bad.npz")
+    with pytest.raises(DataError, match=r"bad.npz: not a readable .npz"):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+    code = cli.main(["train", f"--dataset=npz:{tmp_path / 'bad.npz'}", *TINY_ARGS, "--epochs=1",
+                     f"--out_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.npz: not a readable .npz" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if "error" in ln]) == 1, err
+
+
 def test_train_eval_predict_on_an_image_folder(tmp_path, capsys) -> None:
     """The acceptance path: train --dataset imagefolder:PATH --epochs 1, then eval and predict on
     the run; classes and channels come from the folder, the run directory name is a file name."""

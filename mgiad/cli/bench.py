@@ -12,8 +12,15 @@ from mgiad.training.values import check_count, check_device, check_writable_file
 def cmd_bench(args: Any, extra: list[str]) -> int:
     import torch
 
-    from mgiad.perf.bench import (bench, check_baselines, check_specs, fast_paths, format_table, machine,
-                                  to_json)
+    from mgiad.perf.bench import (
+        bench,
+        check_baselines,
+        check_specs,
+        fast_paths,
+        format_table,
+        machine,
+        to_json,
+    )
     from mgiad.training.machine import resolve_device
 
     # Every input is checked before the minutes of measuring.

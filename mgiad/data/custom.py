@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .spec import CorruptDatasetError, DataError, DatasetNotFoundError, ImageData
+from .spec import NPZ_ERRORS, CorruptDatasetError, DataError, DatasetNotFoundError, ImageData
 
 __all__ = ["CUSTOM_PREFIXES", "ENV_CACHE_DIR", "TEST_FRACTION", "is_custom", "canonical_custom",
            "load_custom"]
@@ -74,8 +74,9 @@ def _load_npz(name: str, file: Path) -> ImageData:
     try:
         with np.load(file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise CorruptDatasetError(f"{file}: not a readable .npz without pickles ({e})") from None
+    except NPZ_ERRORS as e:
+        raise CorruptDatasetError(f"{file}: not a readable .npz without pickles ({type(e).__name__}: "
+                                  f"{e}); write it again, e.g. with numpy.savez") from None
     names = next((arrays[k] for k in ("classes", "class_names", "label_names") if k in arrays), None)
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
         x_tr, y_tr = _images(file, arrays["x_train"], "x_train"), _labels(file, arrays["y_train"], "y_train")
@@ -205,7 +206,7 @@ def _decode_cached(root: Path, parts: list[tuple[list[Path], list[int]]],
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return [z[f"a{i}"] for i in range(2 * len(parts))]
-        except (ValueError, OSError, EOFError, KeyError):
+        except (*NPZ_ERRORS, KeyError):
             pass  # a damaged cache is decoded again and rewritten
     decoded = _decode(parts)
     first = decoded[0]

@@ -9,7 +9,6 @@ import gzip
 import pickle
 import re
 import tarfile
-import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -18,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .spec import CorruptDatasetError, DatasetNotFoundError, ImageData, _Spec
+from .spec import NPZ_ERRORS, CorruptDatasetError, DatasetNotFoundError, ImageData, _Spec
 
 
 def _corrupt(spec: _Spec, where: object, problem: str) -> CorruptDatasetError:
@@ -115,7 +114,7 @@ def _read_npz(spec: _Spec, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], l
         # allow_pickle=False: a prepared archive holds plain arrays only, and a pickled object
         # array inside one could run code when loaded.
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except NPZ_ERRORS as e:
         raise _corrupt(spec, path, f"not a readable .npz archive ({type(e).__name__}: {e})") from e
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _corrupt(spec, path, "is a single .npy array, expected an .npz archive with x and y")
@@ -126,7 +125,7 @@ def _read_npz(spec: _Spec, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], l
         try:
             x, y = archive["x"], archive["y"]
             names = archive["label_names"] if "label_names" in archive.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        except NPZ_ERRORS as e:
             raise _corrupt(spec, path, f"cannot read its arrays ({type(e).__name__}: {e})") from e
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":

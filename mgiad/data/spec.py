@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,11 @@ class DatasetNotFoundError(DataError):
 
 class CorruptDatasetError(DataError):
     """A dataset file exists but is damaged, unsafe or not what it should be."""
+
+
+#: what reading a damaged .npz raises: a truncated file, a bad CRC, bad deflate data, not a zip
+NPZ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, zipfile.BadZipFile,
+                                                zlib.error)
 
 
 # --------------------------------------------------------------------------- dataset constants
