@@ -9,12 +9,17 @@ Layout of a checkpoint file (``RUN_DIR/last.safetensors``):
   ``format = "mgiad-checkpoint"``, ``version``, ``header`` (JSON: model name and
   hyper-parameters, dataset, classes, normalisation, ... — enough to rebuild the model
   from the file alone), ``optim`` (JSON: parameter groups and non-tensor state),
-  ``train`` (JSON: epoch, metrics history, ...), ``aliases`` and ``sha256``.
+  ``train`` (JSON: epoch, metrics history, ...), ``aliases``, ``sha256`` (over every tensor's
+  name, dtype, shape and bytes) and, from version 2, ``meta_sha256`` (over every other metadata
+  key and value, ``sha256`` included).
 
 Why this format: safetensors cannot execute code on load (``torch.load`` of a pickle
 can, and ``weights_only`` still parses a pickle), one file makes a checkpoint atomic with
-a single ``os.replace``, and the SHA-256 over all tensor bytes catches corruption that
-safetensors' own header checks do not (flipped or truncated bytes inside the data).
+a single ``os.replace``, and the two SHA-256 digests cover every byte that is read: a flipped
+or truncated byte in the data *or* in the header (mean/std, classes, the optimizer's parameter
+groups, the training history) is refused, where safetensors' own checks see only the layout
+(``tests/test_checkpoint.py`` flips every header byte). Version-1 files (no ``meta_sha256``)
+still load, with their tensors checked.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import torch
 import torch.nn as nn
 
 FORMAT = "mgiad-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: meta_sha256 over the metadata
 #: File name of the checkpoint a run directory keeps (rewritten after every epoch).
 LAST = "last.safetensors"
 #: Header keys every checkpoint must carry to rebuild its model.
@@ -180,6 +185,7 @@ def save_checkpoint(
     }
     if optim_json is not None:
         metadata["optim"] = json.dumps(optim_json, sort_keys=True)
+    metadata[META_DIGEST] = _meta_digest(metadata)
     path = Path(path)
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata))
     return path
@@ -206,6 +212,19 @@ def _prepare(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
             seen[key] = name
         out[name] = t.to("cpu", memory_format=torch.contiguous_format, copy=True)
     return out, aliases
+
+
+META_DIGEST = "meta_sha256"
+
+
+def _meta_digest(meta: dict[str, str]) -> str:
+    """SHA-256 over every metadata key and value but its own, in key order."""
+    h = hashlib.sha256()
+    for key in sorted(meta):
+        if key != META_DIGEST:
+            h.update(json.dumps([key, meta[key]]).encode())
+            h.update(b"\n")
+    return h.hexdigest()
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -345,6 +364,15 @@ def _parse_metadata(file: Path, raw: bytes, size: int) -> dict[str, str]:
             f"checkpoint {file} has format version {version}; this mgiad reads up to {VERSION} "
             "(upgrade mgiad)"
         )
+    # From version 2 the metadata carries its digest; wherever it is present it must match (a
+    # flipped version byte cannot switch the check off).
+    if META_DIGEST in meta or version >= 2:
+        if meta.get(META_DIGEST) != _meta_digest(meta):
+            raise CheckpointError(
+                f"checkpoint {file} is corrupt: its metadata (model header, optimizer settings, "
+                "training history) does not match the stored SHA-256 (damaged or modified after "
+                "it was written)"
+            )
     return meta
 
 
