@@ -189,12 +189,35 @@ def test_eval_missing_checkpoint(capsys, work) -> None:
     (["ok.png", "--max-pixels", "0"], ["--max-pixels must be >= 1, got 0"]),
     (["bomb.png"], ["image bomb.png is 20000x20000 = 400,000,000 pixels", "89,478,485",
                     "--max-pixels 400000000", "MGIAD_MAX_IMAGE_PIXELS"]),
-    (["ok.png", "bomb.png", "--max-pixels", "1000"], ["bomb.png", "limit of 1,000"]),
+    (["bomb.png", "--max-pixels", "1000"], ["bomb.png", "limit of 1,000"]),
+    (["ok.png", "--batch", "0"], ["--batch must be >= 1, got 0"]),
     (["text.png"], ["cannot read image text.png"]),
     (["ok.png", "--device", "gpu"], ["--device 'gpu'"]),
 ])
 def test_predict(argv, fragments, capsys, work) -> None:
     check_bad_input(["predict", "run", *argv], fragments, capsys, work)
+
+
+def test_predict_names_each_unreadable_file_and_predicts_the_rest(capsys, work) -> None:
+    """Issue 22: 2,000 good images and one empty file printed no prediction at all."""
+    (work / "empty.png").write_bytes(b"")
+    good = ["ok.png"] * 5
+    capsys.readouterr()
+    code = cli.main(["predict", "run", *good[:3], "empty.png", "bomb.png", *good[3:], "--batch", "2",
+                     "--max-pixels", "1000"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [ln.split(":")[0] for ln in out.splitlines()] == good  # every readable file, in order
+    errors = [ln for ln in err.splitlines() if ln.startswith("mgiad predict: error: ")]
+    assert len(errors) == 2 and "empty.png" in errors[0] and "bomb.png" in errors[1] and "limit of 1,000" in errors[1]
+    assert "2 of 7 images could not be read" in err
+    # the same predictions as one batch
+    assert cli.main(["predict", "run", *good, "--batch", "64"]) == 0
+    assert capsys.readouterr().out == out
+    # none readable: exit 2, each named, then one summary
+    assert cli.main(["predict", "run", "empty.png", "bomb.png", "--max-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.png" in err and "bomb.png" in err and "none of the 2 images could be read" in err
 
 
 def test_predict_pixel_limit_from_the_environment(capsys, work, monkeypatch) -> None:

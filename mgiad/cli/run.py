@@ -85,11 +85,16 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("predict", help="classify image files with a checkpoint or pretrained model",
                        description="Print the top-k classes of each image file, with a run's "
                        "checkpoint (predict RUN_DIR IMAGE...) or published weights (predict "
-                       "--model NAME --pretrained IMAGE...).")
+                       "--model NAME --pretrained IMAGE...). Images are read as for training "
+                       "(EXIF orientation applied, 16-bit grey scaled) and resized to the model's "
+                       "input size. A file that cannot be read is named on stderr and the others "
+                       "are predicted: exit status 1 if some could not be read, 2 if none.")
     p.add_argument("inputs", nargs="+", metavar="[RUN_DIR_OR_CHECKPOINT] IMAGE")
     p.add_argument("--model", metavar="NAME", help="a model with published weights (with --pretrained)")
     p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
     p.add_argument("--topk", type=int, default=3, help="classes per image (default 3)")
+    p.add_argument("--batch", type=int, default=64, metavar="N",
+                   help="images decoded and classified at a time (default 64; memory stays bounded)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help=f"refuse images of more than N pixels (default: ${ENV_MAX_PIXELS} or "
                    f"{MAX_IMAGE_PIXELS:,})")
@@ -352,6 +357,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from mgiad.training.checkpoint import load_model
 
     check_count("--topk", args.topk)
+    check_count("--batch", args.batch)
     max_pixels = max_image_pixels(args.max_pixels)
     device = _device(args)
     published = _published_model(args, device)
@@ -368,20 +374,40 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     classes = list(header.get("classes") or [str(i) for i in range(header["num_classes"])])
     mean, std = _normalisation(header, source)
     transform = BatchAugment(mean=mean, std=std, pad_to=header.get("pad_to")).test
-    x = torch.stack([load_image(p, size=size, channels=channels, max_pixels=max_pixels)
-                     for p in images])
-    with torch.no_grad():
-        probs = torch.softmax(model(transform(x.to(device))).float(), dim=1).cpu()
     k = min(args.topk, len(classes))
-    top_p, top_i = probs.topk(k, dim=1)
-    results = [
-        {"image": str(path), "top": [{"class": classes[i], "prob": p}
-                                     for p, i in zip(ps.tolist(), ids.tolist())]}
-        for path, ps, ids in zip(images, top_p, top_i)
-    ]
+    results: list[dict[str, Any]] = []
+    errors: list[str] = []
+    # In batches of --batch images: memory stays bounded however many files are given, and each
+    # batch's lines are printed as soon as it is done.
+    for start in range(0, len(images), args.batch):
+        loaded = []
+        for path in images[start:start + args.batch]:
+            try:
+                loaded.append((path, load_image(path, size=size, channels=channels, max_pixels=max_pixels)))
+            except ValueError as e:  # one line per file that cannot be read; the others go on
+                errors.append(str(e))
+                if len(images) > 1:
+                    print(f"mgiad predict: error: {e}", file=sys.stderr, flush=True)
+        if not loaded:
+            continue
+        with torch.no_grad():
+            x = torch.stack([t for _, t in loaded]).to(device)
+            top_p, top_i = torch.softmax(model(transform(x)).float(), dim=1).cpu().topk(k, dim=1)
+        for (path, _), ps, ids in zip(loaded, top_p, top_i):
+            r = {"image": str(path), "top": [{"class": classes[i], "prob": p}
+                                             for p, i in zip(ps.tolist(), ids.tolist())]}
+            if args.json:
+                results.append(r)
+            else:
+                print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]),
+                      flush=True)
+    if len(errors) == len(images):  # nothing to predict: an input error (exit 2)
+        raise ValueError(errors[0] if len(errors) == 1 else
+                         f"none of the {len(images)} images could be read (each is named above)")
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    if errors:
+        print(f"mgiad predict: {len(errors)} of {len(images)} images could not be read (named above); "
+              f"the others were predicted", file=sys.stderr)
+        return 1
     return 0
