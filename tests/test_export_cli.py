@@ -160,3 +160,37 @@ def test_from_pretrained_refuses_what_is_not_a_saved_model(run_dir, tmp_path) ->
     (tmp_path / "m" / "model.safetensors").write_bytes(np.arange(64, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match="unreadable safetensors file"):
         from_pretrained(tmp_path / "m")
+
+
+def test_an_unwritable_output_fails_before_any_export_work(run_dir, tmp_path, monkeypatch, capsys) -> None:
+    """Issue 22: an unwritable -o was reported only after 85 s of export work."""
+    import os
+
+    from mgiad.training import values
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(values.os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("export_model ran before the output was checked")
+
+    monkeypatch.setattr(export_mod, "export_model", no_work)
+    assert cli.main(["export", str(run_dir), "--format", "onnx", "-o", str(readonly / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write in -o {readonly}" in err[0]
+
+
+def test_temporaries_of_a_killed_export_are_removed_next_time(run_dir, tmp_path, capsys) -> None:
+    """Issue 22: a SIGKILL left a hidden .tmp-PID-*.onnx that nothing cleaned."""
+    import os
+
+    dead = next(p for p in range(4_000_000, 3_000_000, -1) if not os.path.exists(f"/proc/{p}"))
+    stale, running = tmp_path / f".tmp-{dead}-m.pt", tmp_path / f".tmp-{os.getppid()}-m.pt"
+    stale.write_bytes(b"half an export")
+    running.write_bytes(b"another export still at work")
+    model, header = load_model(run_dir)
+    export_model(model, tmp_path / "m.pt", "torchscript", header)
+    assert not stale.exists() and running.exists() and (tmp_path / "m.pt").is_file()
+    assert f"removed {stale}, left by an export (process {dead}) that was killed" in capsys.readouterr().err

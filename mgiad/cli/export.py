@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mgiad.training.values import check_count
+from mgiad.training.values import check_count, check_writable_dir
 
 FORMATS = ("onnx", "pt2", "torchscript", "safetensors")  # mirrors mgiad.models.export.FORMATS
 
@@ -105,6 +105,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"{out} exists; pass --force to replace it or -o to write elsewhere")
     if not out.parent.is_dir():
         raise ValueError(f"{out.parent} is not a directory; create it or choose another -o")
+    check_writable_dir("-o", out.parent)  # before the minutes of exporting, not after
     try:
         result = export_model(model, out, args.format, config, keep_custom_ops=args.keep_custom_ops)
     except ExportMismatch as e:

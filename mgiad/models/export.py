@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,8 @@ def export_model(
     with torch.no_grad():
         expected = [model(x) for x in inputs]
     tolerance = rtol * max(1.0, max(e.abs().max().item() for e in expected))
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # same suffix: torch.export wants .pt2
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f"{_TMP}{os.getpid()}-{path.name}")  # same suffix: torch.export wants .pt2
     _remove(tmp)
     try:
         with contextlib.nullcontext() if keep_custom_ops else builtin_kernels():
@@ -226,6 +228,35 @@ def export_model(
     finally:
         _remove(tmp)
     return Exported(path, fmt, diff, tolerance, tuple(len(x) for x in inputs))
+
+
+_TMP = ".tmp-"
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove what an export of ``path`` killed before its end left: ``.tmp-PID-NAME`` files (or
+    folders) whose process is gone; say so on stderr. Those of a running export stay."""
+    removed = []
+    for tmp in path.parent.glob(f"{_TMP}*-{path.name}"):
+        pid = tmp.name[len(_TMP):-len(path.name) - 1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+            removed.append(tmp)
+            print(f"mgiad: removed {tmp}, left by an export (process {pid}) that was killed",
+                  file=sys.stderr)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _max_diff(got: torch.Tensor, expected: torch.Tensor) -> float:
