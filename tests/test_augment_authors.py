@@ -10,14 +10,12 @@ arithmetic, so a difference of one grey level is a bug.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageEnhance, ImageOps
+from realdata import require_cifar10
 
 from mgiad.data.augment import AUGMENT_POLICIES, BatchAugment, augment_policy, crop_flip
 from mgiad.data.autoaugment_authors import (
@@ -92,14 +90,7 @@ def _from_pil(img: Image.Image) -> torch.Tensor:
 def _cifar10_images(n: int) -> torch.Tensor:
     """The first ``n`` real CIFAR-10 test images (the shared data folder; required, see
     tests/test_data.py), (n, 3, 32, 32) uint8."""
-    env = os.environ.get("MGIAD_SHARED")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    path = next((p for p in (root / "data" / "cifar10" / "test.npz", root / "cifar10" / "test.npz")
-                 if p.is_file()), None)
-    if path is None:
-        if os.environ.get("MGIAD_ALLOW_MISSING_DATA") == "1":
-            pytest.skip(f"CIFAR-10 absent under {root} and MGIAD_ALLOW_MISSING_DATA=1")
-        pytest.fail(f"CIFAR-10 test.npz missing under {root} (set MGIAD_ALLOW_MISSING_DATA=1)")
+    path = require_cifar10() / "test.npz"
     return torch.from_numpy(np.load(path)["x"][:n]).permute(0, 3, 1, 2).contiguous()
 
 

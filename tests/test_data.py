@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from realdata import FASHIONMNIST, require_cifar10, require_fashionmnist
 
 from mgiad.data import datasets as D
 from mgiad.data import download, spec
@@ -25,24 +26,7 @@ from mgiad.data.datasets import (
     subset,
 )
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _shared_cifar10() -> Path:
-    """The real CIFAR-10 npz folder: $MGIAD_SHARED (the shared folder), else the repo's neighbour."""
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
-    env = os.environ.get("MGIAD_SHARED")
-    candidates = [Path(env) / "data" / "cifar10", Path(env) / "cifar10"] if env else []
-    return next((c for c in candidates if c.is_dir()), default)
-
-
-def _require(path: Path) -> None:
-    """Real data must be present: a test that silently never runs checks nothing."""
-    if path.is_dir():
-        return
-    if os.environ.get("MGIAD_ALLOW_MISSING_DATA") == "1":
-        pytest.skip(f"{path} absent and MGIAD_ALLOW_MISSING_DATA=1")
-    pytest.fail(f"{path} is missing (set MGIAD_ALLOW_MISSING_DATA=1 to allow skipping)")
+FASHION_DIR = FASHIONMNIST
 
 
 @pytest.fixture
@@ -150,8 +134,7 @@ def _class_counts(y: torch.Tensor, k: int) -> list[int]:
 
 
 def test_real_cifar10() -> None:
-    folder = _shared_cifar10()
-    _require(folder)
+    folder = require_cifar10()
     data = load_dataset("CIFAR-10", folder)
     assert data.name == "cifar10" and data.classes[0] == "airplane" and data.num_classes == 10
     assert data.x_train.shape == (50000, 32, 32, 3) and data.x_test.shape == (10000, 32, 32, 3)
@@ -168,7 +151,7 @@ def test_real_cifar10() -> None:
 
 
 def test_real_fashionmnist(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _require(FASHION_DIR)
+    require_fashionmnist()
     # Found through the standard places alone, as a user with the Debian package would.
     monkeypatch.setattr(D, "_standard_places", lambda name: [FASHION_DIR])
     data = load_dataset("fmnist")

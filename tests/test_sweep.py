@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from realdata import require_fashionmnist
 
 from mgiad import cli
 from mgiad.experiments.records import append_record, read_records
@@ -75,6 +76,7 @@ def keep_torch_threads():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, Path]:
     """One completed sequential sweep: (experiment file, results dir)."""
+    require_fashionmnist()
     tmp = tmp_path_factory.mktemp("sweep")
     exp = write_experiment(tmp / "tiny.toml")
     results = tmp / "results"
@@ -130,6 +132,7 @@ def test_a_lost_record_is_written_again_without_training(swept, tmp_path) -> Non
 
 
 def test_sigkill_mid_run_then_rerun_resumes_and_records_each_run_once(tmp_path) -> None:
+    require_fashionmnist()
     exp = write_experiment(tmp_path / "tiny.toml", epochs=8)
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "mgiad", "sweep", str(exp), "--results-dir", str(results),
@@ -337,6 +340,7 @@ def test_a_run_another_process_trains_is_skipped_loudly(tmp_path, capsys) -> Non
     used to move on without a word) and exits non-zero, since not every run is finished."""
     from mgiad.experiments.sweep import _flock
 
+    require_fashionmnist()
     exp = write_experiment(tmp_path / "tiny.toml", epochs=1)
     results = tmp_path / "results"
     runs = results / "tiny" / "runs"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from realdata import require_fashionmnist
 
 from mgiad import cli
 from mgiad.data.datasets import load_dataset
@@ -373,13 +374,9 @@ def test_predict_image_files(finished_run, fake_dir, tmp_path, capsys) -> None:
     assert "cannot read image" in capsys.readouterr().err
 
 
-REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.mark.skipif(not (REAL_FMNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="FashionMNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_real_fashionmnist_learns(tmp_path) -> None:
     """2000 real FashionMNIST images, 2 epochs, the paper's 3-level FashionMNIST MGiaD (37k)."""
+    REAL_FMNIST = require_fashionmnist()
     cfg = RunConfig(model="mgiad_3lvl_fmnist", dataset="fashionmnist", data_dir=str(REAL_FMNIST),
                     epochs=2, batch_size=32, subset_train=2000, subset_test=1000, threads=1,
                     out_dir=str(tmp_path), run_name="real", tensorboard=False)
