@@ -202,6 +202,10 @@ def test_garbage_and_foreign_files(tmp_path) -> None:
     (tmp_path / "run").mkdir()
     with pytest.raises(CheckpointError, match="directory without a checkpoint"):
         checkpoint_path(tmp_path / "run")
+    # a run that diverged in its first epoch says so (it used to read "has not finished")
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    with pytest.raises(CheckpointError, match="the run diverged before its first epoch finished"):
+        checkpoint_path(tmp_path / "run")
 
 
 class _Evil:

@@ -49,3 +49,22 @@ def test_help_does_not_load_torch():
     assert result["after_create_model"] is True
     assert result["model"] == "MGiaD"
     assert result["models"] == ["resnet18", "resnet18_maxpool", "resnet20"]
+
+
+BAD_VALUE = r"""
+import contextlib, io, json, sys
+import mgiad.cli
+
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = mgiad.cli.main(["train", "--lr", "nan"])
+print(json.dumps({"code": code, "err": err.getvalue(), "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_bad_training_value_is_reported_before_torch_loads():
+    """Issue 22: `mgiad train --lr nan` answered only after torch loaded (5-25 s under load)."""
+    proc = subprocess.run([sys.executable, "-c", BAD_VALUE], capture_output=True, text=True, timeout=300)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["code"] == 2 and "lr=nan is not allowed" in result["err"]
+    assert result["torch"] is False

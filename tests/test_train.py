@@ -171,7 +171,7 @@ def test_interrupt_and_resume_through_cli(finished_run, fake_dir, tmp_path, monk
     assert same_tensors(ref.model_state, load_checkpoint(tmp_path / "run").model_state) == []
 
 
-def test_resume_before_first_checkpoint_starts_over(finished_run, fake_dir, tmp_path) -> None:
+def test_resume_before_first_checkpoint_starts_over(finished_run, fake_dir, tmp_path, capsys) -> None:
     def hook(epoch, step, model):
         if (epoch, step) == (0, 3):
             raise KeyboardInterrupt
@@ -179,7 +179,10 @@ def test_resume_before_first_checkpoint_starts_over(finished_run, fake_dir, tmp_
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(fake_dir, tmp_path, epochs=3), on_step=hook)
     assert not (tmp_path / "run" / "last.safetensors").exists()
+    capsys.readouterr()
     summary = train(resume=tmp_path / "run")
+    assert "has no checkpoint (it was stopped before its first epoch finished): the run starts " \
+           "again from epoch 1" in capsys.readouterr().err  # said, not silent (issue 22)
     assert summary["epochs_done"] == 3
     ref = load_checkpoint(finished_run[0])
     assert same_tensors(ref.model_state, load_checkpoint(tmp_path / "run").model_state) == []
@@ -327,6 +330,9 @@ def test_cli_prints_own_warnings_as_one_line(capsys) -> None:
     ours = str(Path(cli.__file__).parent.parent / "training" / "loop.py")
     assert fmt(UserWarning("no augmentation"), UserWarning, ours, 169) == \
         "mgiad train: warning: no augmentation\n"
+    # the library's own "mgiad: " is not said twice (issue 22: "mgiad train: warning: mgiad: ...")
+    assert fmt(UserWarning("mgiad: native kernels not used"), UserWarning, ours, 1) == \
+        "mgiad train: warning: native kernels not used\n"
     theirs = fmt(UserWarning("deprecated"), UserWarning, "/elsewhere/torch/x.py", 3)
     assert theirs.startswith("/elsewhere/torch/x.py:3: UserWarning: deprecated")
     assert cli.main(["eval", "/nonexistent/run"]) == 2

@@ -37,7 +37,9 @@ def warning_format(command: str) -> Any:
     def format_warning(message: Any, category: Any, filename: str, lineno: int,
                        line: str | None = None) -> str:
         if os.path.abspath(filename).startswith(package):
-            return f"mgiad {command}: warning: {message}\n"
+            text = str(message)  # library warnings say "mgiad: ..."; the command line says it once
+            text = text[len("mgiad: "):] if text.startswith("mgiad: ") else text
+            return f"mgiad {command}: warning: {text}\n"
         return python_format(message, category, filename, lineno, line)
 
     return format_warning

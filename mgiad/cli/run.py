@@ -28,7 +28,8 @@ from mgiad.training.values import check_count, check_device
 #: ``train`` flags declared explicitly (for ``--help``); each maps to a config key.
 _TRAIN_FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--model", "model", "registered model name (mgiad list)"),
-    ("--dataset", "dataset", "cifar10, cifar100 or fashionmnist"),
+    ("--dataset", "dataset", "cifar10, cifar100, fashionmnist, or your own data: imagefolder:DIR "
+     "(a folder per class) or npz:FILE (arrays x, y)"),
     ("--data-dir", "data_dir", "where the dataset lives"),
     ("--epochs", "epochs", "training epochs (paper: 400)"),
     ("--batch-size", "batch_size", "global batch size (paper: 128)"),
@@ -124,13 +125,14 @@ def _show(value: Any) -> str:
 
 
 def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
-    """The run configuration from ``--config``/``--resume``, explicit flags and overrides."""
-    from mgiad.training.loop import load_run_config
-
+    """The run configuration from ``--config``/``--resume``, explicit flags and overrides;
+    checked before torch is imported, so a bad value is reported at once (issue 22)."""
     flags = [f"--{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("cfg_")]
     if args.resume is not None:
         if args.config is not None:
             raise ValueError("--config cannot be combined with --resume (the run has its config)")
+        from mgiad.training.loop import load_run_config
+
         base = load_run_config(args.resume)
     elif args.config is not None:
         base = RunConfig.from_file(args.config)

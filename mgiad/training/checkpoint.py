@@ -248,6 +248,13 @@ def checkpoint_path(path: str | Path) -> Path:
     if path.is_dir():
         file = path / LAST
         if not file.exists():
+            status = ""
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                status = str(json.loads((path / "summary.json").read_text()).get("status") or "")
+            if status in ("diverged", "interrupted"):
+                raise CheckpointError(
+                    f"{path} has no checkpoint ({LAST}): the run {status} before its first epoch "
+                    f"finished (see {path / 'summary.json'}), so there are no weights to use")
             raise CheckpointError(
                 f"{path} is a directory without a checkpoint ({LAST}); the run has not "
                 "finished its first epoch, or this is not a run directory"

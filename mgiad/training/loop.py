@@ -308,6 +308,10 @@ class _Run:
         # A run killed during its first epoch has no checkpoint yet: resuming it means starting
         # it again, which (same seed) gives what the uninterrupted run would have.
         if not self.ckpt_path.exists():
+            if self.dist.main:
+                print(f"mgiad: {self.run_dir} has no checkpoint (it was stopped before its first "
+                      "epoch finished): the run starts again from epoch 1 with its seed, which "
+                      "gives what an uninterrupted run would have", file=sys.stderr, flush=True)
             return
         ckpt = load_checkpoint(self.ckpt_path)
         self._check_identity(ckpt, recorded_id)
