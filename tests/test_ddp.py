@@ -63,6 +63,10 @@ train(cfg, data=data)
 """
 
 
+#: seconds a DDP process may take: its work is seconds, but on a loaded 2-core machine two
+#: processes and their gloo rendezvous can wait minutes for a core (a 300 s limit timed out once)
+DDP_TIMEOUT = 1200
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,7 +94,7 @@ def test_ddp_matches_single_process_without_bn(tmp_path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "single")], env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=DDP_TIMEOUT)
     assert single.returncode == 0, single.stderr
     port = str(_free_port())
     procs = []
@@ -101,7 +105,7 @@ def test_ddp_matches_single_process_without_bn(tmp_path) -> None:
                                       env=penv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        out, err = p.communicate(timeout=DDP_TIMEOUT)
         assert p.returncode == 0, err
     a = load_checkpoint(_single_run(tmp_path / "single"))
     b = load_checkpoint(_single_run(tmp_path / "ddp"))
@@ -131,7 +135,7 @@ def test_torchrun_cli_with_batchnorm(tmp_path) -> None:
                str(_free_port()), "-m", "mgiad", "train", f"--data_dir={data_dir}",
                "--dataset=fashionmnist", *TINY_ARGS, "--epochs=2", "--batch_size=32", "--threads=1",
                "--tensorboard=false", f"--out_dir={out_dir}"]
-        return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=DDP_TIMEOUT)
 
     out_dir = tmp_path / "ddp"
     res = torchrun(out_dir)
