@@ -49,7 +49,7 @@ def _eight_bit(img: Any, path: str) -> Any:
     if a.size and (a.min() < 0 or a.max() > 65535):
         raise ImageDecodeError(f"{path}: a 32-bit integer image with values outside 0..65535 "
                                f"({a.min()}..{a.max()}); save it as 8- or 16-bit PNG")
-    return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def open_image(src: str | Path | IO[bytes], *, name: str | None = None) -> Any:
