@@ -304,7 +304,10 @@ def test_eval_and_predict_take_threads(finished_run, tmp_path, capsys, monkeypat
     """--threads sets torch's CPU threads as in train; a bad count is a one-line error."""
     from PIL import Image
 
+    from mgiad.training import threads
+
     run_dir, summary = finished_run
+    monkeypatch.setattr(threads, "usable_cores", lambda: [0, 1])  # 2 asked must fit (not capped)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
     seen: list[int] = []
     assert cli.main(["eval", str(run_dir), "--threads", "1", "--json"]) == 0
