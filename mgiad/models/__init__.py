@@ -22,6 +22,7 @@ register_model("mgiad", MGiaD, "MGiaD, 4 levels, c_K=64, g_s=4, lam=1 (393k weig
 register_model("mgiad_3lvl", MGiaD, "MGiaD, 3 levels [16,32,64], c_K=16, g_s=8", levels=3, c_K=16, g_s=8)
 register_model("mgiad_fmnist", MGiaD, "MGiaD FashionMNIST variant (no BN in Pi/R), 1 input channel", c_K=64, g_s=4, in_chans=1, transfer_norm=False)
 register_model("mgiad_3lvl_fmnist", MGiaD, "3-level MGiaD FashionMNIST variant, c_K=16, g_s=8 (Table IV, 37k)", levels=3, c_K=16, g_s=8, in_chans=1, transfer_norm=False)
+register_model("mgiad_ck32_gs8", MGiaD, "MGiaD, c_K=32, g_s=8, lam=1 (ResNet20's weight count: 274k on CIFAR-10)", c_K=32, g_s=8, lam=1)
 register_model("mgiad_large", MGiaD, "MGiaD, c_K=64, g_s=8, lam=3 (best CIFAR-10 row, 1.27M weights)", c_K=64, g_s=8, lam=3)
 
 # MGIC (Figure 7).
