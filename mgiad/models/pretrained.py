@@ -109,6 +109,19 @@ PUBLISHED: dict[str, Weights] = {
         weights=269722, epochs=10, train_hours=0.32,
         hardware="AMD EPYC (Zen 5, family 26 model 2), 1 torch thread",
     ),
+    # The same table's MGiaD at ResNet20's weight count (c_K=32, g_s=8, 4 levels), seed 0, same recipe.
+    "mgiad_ck32_gs8.cifar10": _trained_on(
+        "cifar10",
+        file="mgiad_ck32_gs8-cifar10.safetensors",
+        sha256="cf5f17d6d740a80223a97143f08f18d355900d322e597813d6031eb1e48a3c4a",
+        test_acc=76.86,
+        command="mgiad sweep benchmarks/table_II_cpu.toml --rows 1,2 --threads 1 "
+                "--data_dir ../shared/data/cifar10 (row MGiaD c_K=32 g_s=8, seed 0: 10 cosine epochs "
+                "from lr 0.05, batch 128, the authors' augmentation; run: "
+                "results/table_II_cpu/runs/mgiad-c_k-32-g_s-8-lam-1-s0)",
+        weights=274122, epochs=10, train_hours=1.52,
+        hardware="AMD EPYC (Zen 5, family 26 model 2), 1 torch thread, the other core busy",
+    ),
 }
 
 
