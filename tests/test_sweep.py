@@ -118,13 +118,15 @@ def test_second_sweep_runs_nothing(swept, capsys) -> None:
     assert len(read_records(results / "tiny" / "records.jsonl")) == 4
 
 
-def test_a_lost_record_is_written_again_without_training(swept, tmp_path) -> None:
+def test_a_lost_record_is_written_again_without_training(swept, tmp_path, capsys) -> None:
     exp, results = swept
     copy = tmp_path / "results"
     subprocess.run(["cp", "-r", str(results), str(copy)], check=True)
     path = copy / "tiny" / "records.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[1:]) + "\n")  # as if killed between summary and record
+    assert cli.main(["sweep", str(exp), "--results-dir", str(copy), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("unrecorded") == 1
     assert cli.main(["sweep", str(exp), "--results-dir", str(copy)]) == 0
     records = read_records(path)
     assert len(records) == 4 and len({r["run_id"] for r in records}) == 4
@@ -227,6 +229,20 @@ def test_dry_run_lists_states(swept, capsys) -> None:
     assert "REDUCED" in out and out.count("todo") == 4
     assert cli.main(["sweep", str(exp), "--results-dir", str(results), "--dry-run"]) == 0
     assert capsys.readouterr().out.count("done") == 4
+
+
+def test_a_clone_without_run_directories_keeps_its_records(swept, tmp_path, capsys) -> None:
+    """Run directories are not committed, records are: a fresh clone neither lists recorded runs
+    as to do nor trains them again."""
+    exp, results = swept
+    clone = tmp_path / "results"
+    (clone / "tiny").mkdir(parents=True)
+    for name in ("records.jsonl", "variant.json"):
+        (clone / "tiny" / name).write_bytes((results / "tiny" / name).read_bytes())
+    assert cli.main(["sweep", str(exp), "--results-dir", str(clone), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("  done ") == 4
+    assert cli.main(["sweep", str(exp), "--results-dir", str(clone)]) == 0
+    assert "0 to run" in capsys.readouterr().out and not (clone / "tiny" / "runs").exists()
 
 
 def test_an_edited_row_does_not_mix_with_its_old_runs(swept, tmp_path) -> None:

@@ -108,10 +108,17 @@ def reuse_index(results_root: str | Path) -> dict[str, dict[str, Any]]:
                 index.setdefault(rec["config_key"], {**rec, "_variant_dir": str(path.parent)})
     return index
 
-def _reuse(job: Job, index: dict[str, dict[str, Any]]) -> bool:
-    """Record ``job`` from a completed run of the same configuration elsewhere, if one exists."""
+def _reusable(job: Job, index: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A completed run of ``job``'s configuration in another experiment, if there is one."""
     other = index.get(job.config_key)
     if other is None or Path(other["_variant_dir"]) == Path(job.records).parent:
+        return None
+    return other
+
+def _reuse(job: Job, index: dict[str, dict[str, Any]]) -> bool:
+    """Record ``job`` from a completed run of the same configuration elsewhere, if one exists."""
+    other = _reusable(job, index)
+    if other is None:
         return False
     record = {k: v for k, v in other.items() if not k.startswith("_")}
     record.update(run_id=job.run_id, experiment=job.experiment, variant=job.variant, row=job.row,
@@ -121,6 +128,23 @@ def _reuse(job: Job, index: dict[str, dict[str, Any]]) -> bool:
                   reused_from=f"{other['variant']}/{other['run_id']}")
     append_record(job.records, record)
     return True
+
+def plan_state(job: Job, recorded: set[str], index: dict[str, dict[str, Any]]) -> str:
+    """What a sweep does with ``job``, without doing it.
+
+    ``done`` / ``diverged``: recorded (in ``recorded``), skipped, even where the run directory is
+    gone (run directories are not committed, records are); ``reusable``: a completed run of the
+    same configuration in another experiment is recorded instead; ``unrecorded``: finished but
+    its record was lost (written now, without training); else ``partial`` (resumed) or ``todo``.
+    """
+    state = run_state(job)
+    if job.run_id in recorded and state != "partial":
+        return "diverged" if state == "diverged" else "done"
+    if state in ("done", "diverged"):
+        return "unrecorded"
+    if state == "todo" and _reusable(job, index) is not None:
+        return "reusable"
+    return state
 
 def write_variant(variant: Variant) -> None:
     """Write ``variant.json`` (the snapshot reports read when the experiment file is gone)."""

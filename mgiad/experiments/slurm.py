@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .records import _reuse, read_records, reuse_index, run_state, write_variant
+from .records import _reuse, plan_state, read_records, reuse_index, write_variant
 from .sweep import run_job
 from .variant import Job, Variant
 
@@ -40,8 +40,9 @@ def submit_slurm(variant: Variant, jobs: list[Job], *, folder: str | Path | None
     write_variant(variant)
     recorded = {r["run_id"] for r in read_records(variant.records_path)}
     index = reuse_index(variant.results_root) if reuse else {}
-    todo = [j for j in jobs
-            if not (j.run_id in recorded or (run_state(j) == "todo" and _reuse(j, index)))]
+    states = {j.run_id: plan_state(j, recorded, index) for j in jobs}
+    todo = [j for j in jobs if not (states[j.run_id] in ("done", "diverged")
+                                    or (states[j.run_id] == "reusable" and _reuse(j, index)))]
     if not todo:
         log(f"{variant.name}: every run is finished; nothing to submit")
         return []

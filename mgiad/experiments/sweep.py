@@ -39,6 +39,7 @@ from .records import (
     _reuse,
     append_record,
     make_record,
+    plan_state,
     read_records,
     reuse_index,
     run_state,
@@ -105,12 +106,10 @@ def sweep(variant: Variant, jobs: list[Job], *, workers: int = 1, gpus: Sequence
     recorded = {r["run_id"] for r in read_records(variant.records_path)}
     index = reuse_index(variant.results_root) if reuse else {}
     for job in jobs:
-        state = run_state(job)
-        if state in ("done", "diverged") and job.run_id in recorded:
-            status[job.run_id] = "done" if state == "done" else "diverged"
-        elif job.run_id in recorded and state == "todo":
-            status[job.run_id] = "done"  # reused from another experiment earlier
-        elif state == "todo" and _reuse(job, index):
+        state = plan_state(job, recorded, index)
+        if state in ("done", "diverged"):
+            status[job.run_id] = state
+        elif state == "reusable" and _reuse(job, index):
             status[job.run_id] = "reused"
         else:
             todo.append(job)
