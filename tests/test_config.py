@@ -42,6 +42,22 @@ def test_cosine_schedule_matches_torch() -> None:
     assert cfg.lr_at(0) == 0.05 and math.isclose(cfg.lr_at(10), 0.025)
 
 
+def test_cosine_steps_schedule_matches_torch_stepped_per_step() -> None:
+    cfg = RunConfig(epochs=3, lr=0.05, schedule="cosine-steps")
+    steps = 7
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3 * steps, eta_min=0)
+    for epoch in range(3):
+        for step in range(steps):
+            assert math.isclose(cfg.lr_at(epoch, step, steps), opt.param_groups[0]["lr"],
+                                rel_tol=1e-9, abs_tol=1e-15)
+            opt.step()
+            sched.step()
+    assert cfg.lr_per_step and not RunConfig(schedule="cosine").lr_per_step
+    # at an epoch's first step both cosine schedules agree
+    assert cfg.lr_at(1, 0, steps) == RunConfig(epochs=3, lr=0.05, schedule="cosine").lr_at(1)
+
+
 def test_step_schedule() -> None:
     cfg = RunConfig(dataset="fashionmnist", lr=0.1, epochs=100)
     assert [cfg.lr_at(e) for e in (0, 24, 25, 49, 50)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])

@@ -397,6 +397,22 @@ def test_real_fashionmnist_learns(tmp_path) -> None:
     assert summary["best_test_acc"] > 0.25, summary
 
 
+def test_cosine_steps_sets_every_steps_rate(fake_dir, tmp_path) -> None:
+    """--schedule=cosine-steps: the optimizer's rate at the last step is the schedule's last
+    (near 0), the metrics rows report each epoch's first; a per-epoch cosine keeps one per epoch."""
+    lasts = {}
+    for schedule in ("cosine-steps", "cosine"):
+        cfg = tiny_config(fake_dir, tmp_path / schedule, schedule=schedule, max_steps_per_epoch=4)
+        s = train(cfg)
+        groups = load_checkpoint(s["run_dir"]).optimizer_state["param_groups"]
+        rows = [json.loads(line) for line in Path(s["run_dir"], "metrics.jsonl").read_text().splitlines()]
+        assert [r["lr"] for r in rows if r.get("lr") is not None] == [cfg.lr_at(0), cfg.lr_at(1)]
+        expected = cfg.lr_at(1, 3, 4) if schedule == "cosine-steps" else cfg.lr_at(1)
+        assert groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+        lasts[schedule] = groups[0]["lr"]
+    assert lasts["cosine-steps"] < 0.1 * lasts["cosine"]
+
+
 def test_on_epoch_end_receives_each_epochs_metrics(tmp_path) -> None:
     data = write_fake_fmnist(tmp_path / "data")
     rows = []

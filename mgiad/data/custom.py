@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .spec import NPZ_ERRORS, CorruptDatasetError, DataError, DatasetNotFoundError, ImageData
+from .spec import (
+    NPZ_ERRORS,
+    CorruptDatasetError,
+    DataError,
+    DatasetNotFoundError,
+    ImageData,
+    npz_error,
+)
 
 __all__ = ["CUSTOM_PREFIXES", "ENV_CACHE_DIR", "TEST_FRACTION", "is_custom", "canonical_custom",
            "load_custom"]
@@ -75,8 +82,8 @@ def _load_npz(name: str, file: Path) -> ImageData:
         with np.load(file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except NPZ_ERRORS as e:
-        raise CorruptDatasetError(f"{file}: not a readable .npz without pickles ({type(e).__name__}: "
-                                  f"{e}); write it again, e.g. with numpy.savez") from None
+        raise CorruptDatasetError(f"{file}: not a readable .npz without pickles ({npz_error(file, e)}); "
+                                  "write it again, e.g. with numpy.savez") from None
     names = next((arrays[k] for k in ("classes", "class_names", "label_names") if k in arrays), None)
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
         x_tr, y_tr = _images(file, arrays["x_train"], "x_train"), _labels(file, arrays["y_train"], "y_train")

@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .spec import NPZ_ERRORS, CorruptDatasetError, DatasetNotFoundError, ImageData, _Spec
+from .spec import NPZ_ERRORS, CorruptDatasetError, DatasetNotFoundError, ImageData, _Spec, npz_error
 
 
 def _corrupt(spec: _Spec, where: object, problem: str) -> CorruptDatasetError:
@@ -115,7 +115,7 @@ def _read_npz(spec: _Spec, path: Path) -> tuple[tuple[np.ndarray, np.ndarray], l
         # array inside one could run code when loaded.
         archive = np.load(path, allow_pickle=False)
     except NPZ_ERRORS as e:
-        raise _corrupt(spec, path, f"not a readable .npz archive ({type(e).__name__}: {e})") from e
+        raise _corrupt(spec, path, f"not a readable .npz archive ({npz_error(path, e)})") from e
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _corrupt(spec, path, "is a single .npy array, expected an .npz archive with x and y")
     with archive:

@@ -8,6 +8,7 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,19 @@ class CorruptDatasetError(DataError):
 #: what reading a damaged .npz raises: a truncated file, a bad CRC, bad deflate data, not a zip
 NPZ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, zipfile.BadZipFile,
                                                 zlib.error)
+
+
+def npz_error(path: str | Path, e: BaseException) -> str:
+    """Why ``np.load(path, allow_pickle=False)`` failed, in words: numpy reads a file that is
+    neither a zip nor an .npy as a pickle and blames pickles, which misleads for a text file."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError:
+        magic = b""
+    if isinstance(e, ValueError) and "pickle" in str(e) and not magic.startswith((b"PK", b"\x93NUMPY")):
+        return f"not an .npz archive: it does not start as a zip file does (first bytes {magic!r})"
+    return f"{type(e).__name__}: {e}"
 
 
 # --------------------------------------------------------------------------- dataset constants

@@ -46,7 +46,7 @@ except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there, is the sa
 #: config can be validated without importing the data module).
 KNOWN_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashionmnist")
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "cosine-steps", "step")
 AMP_MODES = ("none", "bf16")
 #: ``paper`` (the data set's choice in the paper) or a named policy (mirrors
 #: ``mgiad.data.augment.AUGMENT_POLICIES``, kept here so validation needs no torch).
@@ -100,8 +100,10 @@ class RunConfig:
         batch_size: global batch size, split over the processes under DDP (paper: 128).
         lr: initial learning rate (paper: 0.05).
         momentum, weight_decay: SGD settings (paper: 0.9, 1e-4; no Nesterov).
-        schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``) or ``step``
-            (lr x ``gamma`` every ``step_size`` epochs); ``None`` = the dataset's default.
+        schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``: the paper's),
+            ``cosine-steps`` (the same curve set at every step, so that the last steps of a
+            short run take small steps: the demo's) or ``step`` (lr x ``gamma`` every
+            ``step_size`` epochs); ``None`` = the dataset's default.
         step_size, gamma: the step schedule; ``None`` = the dataset's default (25, 0.1).
         augment: ``paper`` (the paper's per-dataset augmentation) or a named policy: ``none``
             (normalise only), ``crop-flip``, ``crop-flip-reflect``, ``autoaugment-cifar10``
@@ -380,18 +382,27 @@ class RunConfig:
             model_kwargs=dict(self.model_kwargs),
         )
 
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of 0-based ``epoch``, a pure function of the epoch.
+    def lr_at(self, epoch: int, step: int = 0, steps: int = 1) -> float:
+        """Learning rate at 0-based ``step`` of ``steps`` in 0-based ``epoch``: a pure function of
+        the position, so the schedule needs no state of its own in checkpoints.
 
-        Cosine: ``lr/2 (1 + cos(pi e / epochs))``, the closed form of
-        ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped once per epoch. Being a
-        function of the epoch alone, the schedule needs no state of its own in checkpoints.
+        ``cosine``: ``lr/2 (1 + cos(pi e / epochs))``, the closed form of
+        ``CosineAnnealingLR(T_max=epochs, eta_min=0)`` stepped once per epoch (``step`` unused).
+        ``cosine-steps``: the same with ``e`` = ``epoch + step / steps``, so the rate falls at
+        every step and the last step's is ``lr/2 (1 + cos(pi (1 - 1/(epochs steps))))``, near 0.
         """
         cfg = self.resolved()
         if cfg.schedule == "cosine":
             return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+        if cfg.schedule == "cosine-steps":
+            return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * (epoch + step / steps) / cfg.epochs))
         assert cfg.step_size is not None and cfg.gamma is not None
         return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+
+    @property
+    def lr_per_step(self) -> bool:
+        """Whether :meth:`lr_at` changes within an epoch."""
+        return self.resolved().schedule == "cosine-steps"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable mapping (tuples become lists)."""

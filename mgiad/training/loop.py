@@ -444,9 +444,8 @@ class _Run:
         cfg, device, D, steps = self.cfg, self.device, self.dist, self.steps
         B = cfg.batch_size
         self.t0, self.cpu0 = time.perf_counter(), time.process_time()
-        lr = cfg.lr_at(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = cfg.lr_at(epoch)  # the epoch's first step's, which the metrics row reports
+        per_step = cfg.lr_per_step
         self.model.train()
         perm = torch.randperm(len(self.y_train), generator=self.shuffle_gen).to(device)
         loss_total = torch.zeros((), dtype=torch.float64, device=device)
@@ -473,6 +472,9 @@ class _Run:
             loss = loss_sum * (D.world / n_global)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if step == 0 or per_step:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr_at(epoch, step, steps)
             ls = loss_sum.detach()
             bad = torch.where((bad == 0) & ~torch.isfinite(ls), steps - step, bad)
             if (step + 1) % self.check_every == 0 or step + 1 == steps:
@@ -514,7 +516,7 @@ class _Run:
             step = self.steps - value + 1
             raise TrainingDiverged(
                 f"loss became NaN/inf at epoch {epoch + 1}, step {step} of {self.steps} "
-                f"(learning rate {self.cfg.lr_at(epoch):.4g}); " + self._kept(),
+                f"(learning rate {self.cfg.lr_at(epoch, step - 1, self.steps):.4g}); " + self._kept(),
                 epoch=epoch + 1, step=step, run_dir=self.run_dir)
 
     def _kept(self) -> str:
