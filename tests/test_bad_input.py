@@ -323,6 +323,29 @@ def test_unwritable_out_dir_fails_before_the_data_are_read(capsys, work, monkeyp
     check_bad_input(["report", "IV", "--out", "ro"], ["cannot write in --out ro"], capsys, work)
 
 
+def test_a_directory_that_says_yes_but_refuses_files(capsys, work, monkeypatch) -> None:
+    """os.access says yes to root everywhere (/proc, read-only mounts); export used to find out
+    after its work. The check now creates a file there (and removes it)."""
+    import tempfile
+    (work / "ro").mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if Path(dir).name == "ro":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(D, "load_dataset", lambda *a, **k: pytest.fail("data read"))
+    check_bad_input(["demo", "--out-dir", "ro/runs"],
+                    ["cannot write in out_dir ro/runs: Read-only file system (at ro)"], capsys, work)
+    assert list((work / "ro").iterdir()) == []
+    monkeypatch.undo()
+    from mgiad.training.values import check_writable_dir
+    check_writable_dir("x", work / "ro")
+    assert list((work / "ro").iterdir()) == []  # the test file is gone
+
+
 @pytest.mark.parametrize(("error", "line"), [
     (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/x/last.safetensors"),
      "cannot write runs/x/last.safetensors: No space left on device; free space there"),

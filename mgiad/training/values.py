@@ -14,6 +14,7 @@ import errno
 import json
 import numbers
 import os
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -137,7 +138,8 @@ def check_device(flag: str, device: str) -> None:
 def check_writable_dir(what: str, path: str | os.PathLike[str]) -> None:
     """Fail before any work if files cannot be created in directory ``path`` (``what`` names
     it, e.g. ``--out-dir``): it, or the nearest of its parents that exists, must be a writable
-    directory. Nothing is created."""
+    directory. Nothing is left behind: a file is created there and removed at once, because
+    ``os.access`` says yes to root everywhere, /proc and read-only mounts included."""
     target = Path(path).expanduser()
     probe = target
     while not probe.exists() and probe != probe.parent:
@@ -149,9 +151,22 @@ def check_writable_dir(what: str, path: str | os.PathLike[str]) -> None:
         reason = os.strerror(errno.ENOTDIR)
     elif not os.access(probe, os.W_OK | os.X_OK):
         reason = os.strerror(errno.EROFS if _read_only(probe) else errno.EACCES)
+    else:
+        reason = _cannot_create_in(probe)
     if reason is not None:
         at = "" if probe == target else f" (at {probe})"
         raise ValueError(f"cannot write in {what} {target}: {reason}{at}")
+
+
+def _cannot_create_in(directory: Path) -> str | None:
+    """Why no file can be created in ``directory`` (tried), or None."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".mgiad-write-test-", dir=directory)
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def check_writable_file(what: str, path: str | os.PathLike[str]) -> None:
