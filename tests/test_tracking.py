@@ -6,6 +6,7 @@ missing tracker package fails before any work."""
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,12 @@ def test_wandb_offline_run_is_written_under_the_run(fake_dir, tmp_path, monkeypa
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     (offline,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}")
     (log,) = offline.glob("*.wandb")
-    data = log.read_bytes()
+    # wandb's service process (wandb-core) may still be writing its log after finish() returns:
+    # on one loaded core the file held only its 7-byte header at first
+    deadline = time.monotonic() + 60
+    while not (b"test_acc" in (data := log.read_bytes()) and b"train_loss" in data) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert b"test_acc" in data and b"train_loss" in data  # the epoch rows went in
 
 

@@ -10,6 +10,7 @@ command-line flags before a command does any work.
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import json
 import numbers
@@ -159,13 +160,17 @@ def check_writable_dir(what: str, path: str | os.PathLike[str]) -> None:
 
 
 def _cannot_create_in(directory: Path) -> str | None:
-    """Why no file can be created in ``directory`` (tried), or None."""
+    """Why no file can be created in ``directory`` (tried), or None. The directory's times are
+    put back, so that a refused command leaves it exactly as it was."""
+    before = directory.stat()
     try:
         fd, name = tempfile.mkstemp(prefix=".mgiad-write-test-", dir=directory)
     except OSError as e:
         return e.strerror or str(e)
     os.close(fd)
     os.unlink(name)
+    with contextlib.suppress(OSError):
+        os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
     return None
 
 
