@@ -105,7 +105,7 @@ PUBLISHED: dict[str, Weights] = {
         test_acc=83.57,
         command="mgiad sweep benchmarks/table_II_cpu.toml --rows 1,2 --threads 1 "
                 "--data_dir ../shared/data/cifar10 (row ResNet20, seed 0: 10 cosine epochs from lr "
-                "0.05, batch 128, the authors' augmentation; run: results/table_II_cpu/runs/resnet20-s0)",
+                "0.05, batch 128, the authors' augmentation; its records: results/pretrained/resnet20.cifar10)",
         weights=269722, epochs=10, train_hours=0.32,
         hardware="AMD EPYC (Zen 5, family 26 model 2), 1 torch thread",
     ),
@@ -117,8 +117,8 @@ PUBLISHED: dict[str, Weights] = {
         test_acc=76.86,
         command="mgiad sweep benchmarks/table_II_cpu.toml --rows 1,2 --threads 1 "
                 "--data_dir ../shared/data/cifar10 (row MGiaD c_K=32 g_s=8, seed 0: 10 cosine epochs "
-                "from lr 0.05, batch 128, the authors' augmentation; run: "
-                "results/table_II_cpu/runs/mgiad-c_k-32-g_s-8-lam-1-s0)",
+                "from lr 0.05, batch 128, the authors' augmentation; its records: "
+                "results/pretrained/mgiad_ck32_gs8.cifar10)",
         weights=274122, epochs=10, train_hours=1.52,
         hardware="AMD EPYC (Zen 5, family 26 model 2), 1 torch thread, the other core busy",
     ),

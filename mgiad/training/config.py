@@ -100,7 +100,8 @@ class RunConfig:
         batch_size: global batch size, split over the processes under DDP (paper: 128).
         lr: initial learning rate (paper: 0.05).
         momentum, weight_decay: SGD settings (paper: 0.9, 1e-4; no Nesterov).
-        schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``: the paper's),
+        schedule: ``cosine`` (per-epoch cosine annealing to 0 over ``epochs``: the paper names a
+            cosine-annealing scheduler),
             ``cosine-steps`` (the same curve set at every step, so that the last steps of a
             short run take small steps: the demo's) or ``step`` (lr x ``gamma`` every
             ``step_size`` epochs); ``None`` = the dataset's default.
