@@ -172,6 +172,7 @@ def test_train(argv, fragments, capsys, work) -> None:
     (["--subset-test", "1000"], ["asked for 1000 test images", "has 20"]),
     (["--batch-size", "0"], ["--batch-size must be >= 1, got 0"]),
     (["--data-dir", "/nonexistent"], ["data_dir='/nonexistent' does not exist"]),
+    (["--data_dir=/nonexistent"], ["data_dir='/nonexistent' does not exist"]),  # the hints' spelling
     (["--data-dir", "empty"], ["data_dir='empty' holds no FashionMNIST"]),
     (["--device", "gpu"], ["--device 'gpu'", "cpu"]),
 ])
@@ -297,6 +298,7 @@ def test_plot(argv, fragments, capsys, work) -> None:
 @pytest.mark.parametrize(("argv", "fragments"), [
     (["--epochs", "0"], ["--epochs must be >= 1, got 0"]),
     (["--data-dir", "/nonexistent"], ["--data-dir /nonexistent does not exist"]),
+    (["--data_dir=/nonexistent"], ["--data-dir /nonexistent does not exist"]),  # train's spelling
     (["--data-dir", "empty"], ["--data-dir empty holds neither FashionMNIST nor CIFAR-10"]),
     (["--dataset", "fashionmnist", "--data-dir", "empty"], ["data_dir='empty' holds no FashionMNIST"]),
     (["--out-dir", "afile"], ["out_dir afile", "Not a directory"]),

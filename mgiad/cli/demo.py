@@ -88,7 +88,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("demo", help="train a small MGiaD on real data for a few CPU minutes",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--dataset", help="fashionmnist or cifar10 (default: the first one found)")
-    p.add_argument("--data-dir", help="where the dataset lives")
+    p.add_argument("--data-dir", "--data_dir", dest="data_dir", help="where the dataset lives")
     p.add_argument("--download", action="store_true", help="download FashionMNIST if no data is found")
     p.add_argument("--epochs", type=int, help="override the demo's epochs")
     p.add_argument("--out-dir", default="runs", help="parent of the run directory (default: runs)")

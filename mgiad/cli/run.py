@@ -74,7 +74,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", nargs="?")
     p.add_argument("--model", metavar="NAME", help="evaluate published weights (with --pretrained)")
     p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
-    p.add_argument("--data-dir", help="where the dataset lives (default: the run's, then search)")
+    # --data_dir too: train's spelling (a RunConfig key), which data-not-found hints name
+    p.add_argument("--data-dir", "--data_dir", dest="data_dir",
+                   help="where the dataset lives (default: the run's, then search)")
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     _add_device_args(p)
     p.add_argument("--batch-size", type=int, default=1000)
