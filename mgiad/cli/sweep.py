@@ -68,7 +68,7 @@ def cmd_experiments(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     """Run (or submit) every unfinished run of an experiment."""
-    from mgiad.experiments.records import plan_state, read_records, reuse_index
+    from mgiad.experiments.records import plan_states
     from mgiad.experiments.slurm import submit_slurm
     from mgiad.experiments.sweep import sweep
     from mgiad.experiments.variant import make_variant, parse_seeds, plan
@@ -83,10 +83,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"{variant.name}: {len(jobs)} runs in {variant.dir}"
               + (" (REDUCED budget: " + " ".join(f"--{k}={v}" for k, v in variant.changing) + ")"
                  if variant.reduced else ""))
-        recorded = {r["run_id"] for r in read_records(variant.records_path)}
-        index = {} if args.no_reuse else reuse_index(variant.results_root)
+        states, _ = plan_states(variant, jobs, reuse=not args.no_reuse)
         for job in jobs:
-            print(f"  {plan_state(job, recorded, index):<10} {job.run_id}")
+            print(f"  {states[job.run_id]:<10} {job.run_id}")
         return 0
     check_writable_dir("--results-dir", variant.dir)  # before any run starts
     if args.slurm:

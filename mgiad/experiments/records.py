@@ -146,6 +146,13 @@ def plan_state(job: Job, recorded: set[str], index: dict[str, dict[str, Any]]) -
         return "reusable"
     return state
 
+def plan_states(variant: Variant, jobs: list[Job], *, reuse: bool = True
+                ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """:func:`plan_state` of every job (by run id), and the reuse index it was planned with."""
+    recorded = {r["run_id"] for r in read_records(variant.records_path)}
+    index = reuse_index(variant.results_root) if reuse else {}
+    return {j.run_id: plan_state(j, recorded, index) for j in jobs}, index
+
 def write_variant(variant: Variant) -> None:
     """Write ``variant.json`` (the snapshot reports read when the experiment file is gone)."""
     from mgiad.training.checkpoint import atomic_write_text

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .records import _reuse, plan_state, read_records, reuse_index, write_variant
+from .records import _reuse, plan_states, write_variant
 from .sweep import run_job
 from .variant import Job, Variant
 
@@ -38,9 +38,7 @@ def submit_slurm(variant: Variant, jobs: list[Job], *, folder: str | Path | None
     except ImportError:
         raise ValueError("--slurm needs submitit: pip install 'mgiad[slurm]'") from None
     write_variant(variant)
-    recorded = {r["run_id"] for r in read_records(variant.records_path)}
-    index = reuse_index(variant.results_root) if reuse else {}
-    states = {j.run_id: plan_state(j, recorded, index) for j in jobs}
+    states, index = plan_states(variant, jobs, reuse=reuse)
     todo = [j for j in jobs if not (states[j.run_id] in ("done", "diverged")
                                     or (states[j.run_id] == "reusable" and _reuse(j, index)))]
     if not todo:

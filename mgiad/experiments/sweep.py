@@ -39,9 +39,7 @@ from .records import (
     _reuse,
     append_record,
     make_record,
-    plan_state,
-    read_records,
-    reuse_index,
+    plan_states,
     run_state,
     write_variant,
 )
@@ -103,10 +101,9 @@ def sweep(variant: Variant, jobs: list[Job], *, workers: int = 1, gpus: Sequence
     write_variant(variant)
     status: dict[str, str] = {}
     todo: list[Job] = []
-    recorded = {r["run_id"] for r in read_records(variant.records_path)}
-    index = reuse_index(variant.results_root) if reuse else {}
+    states, index = plan_states(variant, jobs, reuse=reuse)
     for job in jobs:
-        state = plan_state(job, recorded, index)
+        state = states[job.run_id]
         if state in ("done", "diverged"):
             status[job.run_id] = state
         elif state == "reusable" and _reuse(job, index):
