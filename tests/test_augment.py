@@ -24,7 +24,7 @@ from mgiad.data.augment import (
     BatchAugment,
     apply_ops,
     crop_flip,
-    paper_augment,
+    recipe_augment,
 )
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -211,7 +211,7 @@ def _torchvision_pipeline(aug: BatchAugment, x_nhwc: torch.Tensor, params: dict)
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cifar10_pipeline_matches_torchvision(channels_last: bool) -> None:
-    aug = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=channels_last)
+    aug = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=channels_last)
     x = _images(248, seed=8).permute(0, 2, 3, 1).contiguous()  # NHWC, like the data loader
     params = aug.sample(len(x), 32, torch.Generator().manual_seed(2))
     # Every sub-policy and both apply outcomes of each stage occur in this batch.
@@ -225,7 +225,7 @@ def test_cifar10_pipeline_matches_torchvision(channels_last: bool) -> None:
 
 
 def test_cifar100_pipeline_matches_torchvision() -> None:
-    aug = paper_augment("cifar100", mean=CIFAR_MEAN, std=CIFAR_STD)
+    aug = recipe_augment("cifar100", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     assert (aug.crop, aug.pad_mode, aug.flip, aug.autoaugment) == (4, "reflect", True, False)
     x = _images(56, seed=9).permute(0, 2, 3, 1).contiguous()
     params = aug.sample(len(x), 32, torch.Generator().manual_seed(4))
@@ -249,7 +249,7 @@ def test_sampled_op_and_magnitude_follow_the_policy() -> None:
 
 
 def test_sampling_statistics() -> None:
-    aug = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD)
+    aug = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     n = 50_000
     p = aug.sample(n, 32, torch.Generator().manual_seed(123))
     assert abs(p["flip"].float().mean().item() - 0.5) < 0.01
@@ -271,7 +271,7 @@ def test_sampling_statistics() -> None:
 
 
 def test_train_is_reproducible_and_equals_apply_of_sample() -> None:
-    aug = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD)
+    aug = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     x = _images(56, seed=1).permute(0, 2, 3, 1).contiguous()
     g = torch.Generator().manual_seed(7)
     state = g.get_state()
@@ -292,8 +292,8 @@ def test_train_is_reproducible_and_equals_apply_of_sample() -> None:
 
 def test_channels_last_output() -> None:
     x = _images(24, seed=2).permute(0, 2, 3, 1).contiguous()
-    plain = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD)
-    cl = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=True)
+    plain = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
+    cl = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=True)
     params = plain.sample(len(x), 32, torch.Generator().manual_seed(0))
     a, b = plain.apply(x, params), cl.apply(x, params)
     assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
@@ -303,7 +303,7 @@ def test_channels_last_output() -> None:
 
 
 def test_test_is_normalise_only() -> None:
-    aug = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD)
+    aug = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     x = _images(16, seed=6).permute(0, 2, 3, 1).contiguous()
     ref = torch.stack(
         [TF.normalize(TF.to_tensor(im.numpy()), list(CIFAR_MEAN), list(CIFAR_STD)) for im in x]
@@ -317,7 +317,7 @@ def test_test_is_normalise_only() -> None:
 
 @pytest.mark.parametrize("with_channel_axis", [True, False])
 def test_fashionmnist_pad_to_32(with_channel_axis: bool) -> None:
-    aug = paper_augment("fashionmnist", mean=(0.2860,), std=(0.3530,), pad_to=32)
+    aug = recipe_augment("fashionmnist", "torchvision", mean=(0.2860,), std=(0.3530,), pad_to=32)
     x = torch.randint(1, 256, (10, 28, 28), dtype=torch.uint8)
     inp = x.unsqueeze(-1) if with_channel_axis else x
     out = aug.test(inp)
@@ -335,13 +335,13 @@ def test_fashionmnist_pad_to_32(with_channel_axis: bool) -> None:
     assert aa.train(inp, torch.Generator().manual_seed(0)).shape == (10, 1, 32, 32)
 
 
-def test_paper_augment_recipes_and_errors() -> None:
-    c10 = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD)
+def test_recipe_augment_recipes_and_errors() -> None:
+    c10 = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     assert (c10.crop, c10.pad_mode, c10.flip, c10.autoaugment) == (4, "constant", True, True)
-    fm = paper_augment("FashionMNIST", mean=(0.5,), std=(0.5,))
+    fm = recipe_augment("FashionMNIST", "torchvision", mean=(0.5,), std=(0.5,))
     assert (fm.crop, fm.flip, fm.autoaugment, fm.pad_to) == (None, False, False, None)
     with pytest.raises(ValueError):
-        paper_augment("imagenet", mean=CIFAR_MEAN, std=CIFAR_STD)
+        recipe_augment("imagenet", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD)
     with pytest.raises(ValueError):
         BatchAugment(mean=CIFAR_MEAN, std=CIFAR_STD, crop=4, pad_mode="edge")
     x = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
@@ -357,7 +357,7 @@ def test_paper_augment_recipes_and_errors() -> None:
 def test_cuda_matches_cpu() -> None:
     """On CUDA (torchvision would use histc there; we use the same integer histograms), with
     the randomness drawn by a CUDA generator."""
-    aug = paper_augment("cifar10", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=True)
+    aug = recipe_augment("cifar10", "torchvision", mean=CIFAR_MEAN, std=CIFAR_STD, channels_last=True)
     x = _images(1000, seed=12).permute(0, 2, 3, 1).contiguous()
     g = torch.Generator(device="cuda").manual_seed(0)
     params = aug.sample(len(x), 32, g)

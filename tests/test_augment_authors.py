@@ -200,9 +200,9 @@ def test_sampling_follows_the_authors_rules() -> None:
 
 
 def test_named_policies_and_bad_names() -> None:
-    from mgiad.training.config import AUGMENT_MODES  # validated without torch: must mirror
+    from mgiad.training.config import AUGMENT_MODES
 
-    assert set(AUGMENT_MODES) == {"paper", *AUGMENT_POLICIES}
+    assert set(AUGMENT_MODES) == {"authors", "torchvision", "paper", *AUGMENT_POLICIES}
     assert set(AUGMENT_POLICIES) >= {"none", "crop-flip", "autoaugment-cifar10",
                                      "autoaugment-cifar10-authors"}
     with pytest.raises(ValueError, match="unknown augmentation policy 'bogus'.*crop-flip"):

@@ -253,6 +253,36 @@ def test_an_edited_row_does_not_mix_with_its_old_runs(swept, tmp_path) -> None:
         plan(variant)
 
 
+def test_an_edited_row_is_refused_where_only_its_records_remain(swept, tmp_path, capsys) -> None:
+    """A fresh clone has the records but no run directories: an edited row must not count its
+    old record as done (the report would show the old run under the new configuration)."""
+    exp, results = swept
+    clone = tmp_path / "results"
+    (clone / "tiny").mkdir(parents=True)
+    for name in ("records.jsonl", "variant.json"):
+        (clone / "tiny" / name).write_bytes((results / "tiny" / name).read_bytes())
+    edited = write_experiment(tmp_path / "tiny.toml", text=TINY.replace("c_K = 4", "c_K = 8"))
+    for extra in ([], ["--dry-run"]):
+        assert cli.main(["sweep", str(edited), "--results-dir", str(clone), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "2 recorded run(s) of tiny were trained with another configuration" in err
+        assert "'c_K': 4" in err and "move" in err
+    assert not (clone / "tiny" / "runs").exists()
+
+
+def test_records_of_the_old_augment_name_still_match() -> None:
+    """Records written when ``augment="paper"`` was hashed by that name (before 2026-12-07) match
+    the same runs asked for as ``torchvision`` or by the policy name, and not the authors'."""
+    from mgiad.experiments.records import record_key
+
+    old = RunConfig(dataset="cifar10", augment="paper", epochs=3).resolved().to_dict()
+    old["augment"] = "paper"  # as the old resolved() left it
+    new = RunConfig(dataset="cifar10", augment="torchvision", epochs=3)
+    assert record_key({"config": old, "config_key": "0" * 16}) == new.trajectory_hash()
+    assert record_key({"config": old}) != RunConfig(dataset="cifar10", epochs=3).trajectory_hash()
+    assert record_key({"config_key": "abc"}) == "abc"  # no config: the key it was written with
+
+
 def test_bad_input_is_one_clear_line(swept, capsys) -> None:
     exp, results = swept
     cases = [
@@ -313,11 +343,12 @@ def test_every_paper_table_and_figure_7_has_its_file() -> None:
 
 def test_one_run_identity_for_resume_and_sweeps() -> None:
     """Resume and sweeps share one set of neutral keys and one hash, and the hash is stable:
-    the committed records (and the checkpoints they name) keep their identity."""
+    the committed records (and the checkpoints they name) keep their identity, those written
+    before augmentation recipes were resolved (``paper``) through ``matches_trajectory``."""
     assert NEUTRAL_KEYS is RESUME_MUTABLE
     records = REPO / "results" / "ablation_3level-reduced-640054a3" / "records.jsonl"
     recs = [json.loads(line) for line in records.read_text().splitlines()]
-    assert recs and all(RunConfig.from_dict(r["config"]).trajectory_hash() == r["config_key"]
+    assert recs and all(RunConfig.from_dict(r["config"]).matches_trajectory(r["config_key"])
                         for r in recs)
     cfg = RunConfig.from_dict(recs[0]["config"])
     same = dataclasses.replace(cfg, threads=7, device="cpu", out_dir="elsewhere", run_name="x")

@@ -1,17 +1,20 @@
-"""The paper's training augmentations, batched on the device that holds the batch.
+"""Training augmentations, batched on the device that holds the batch.
 
-The authors' CIFAR-10 pipeline (DESIGN.md section 2) is, per image on the CPU::
+The paper names no augmentation; its numbers come from the authors' code
+(:mod:`mgiad.data.policies`, docs/paper-notes.md §5), whose CIFAR-10 pipeline is, per image on
+the CPU::
 
-    RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> AutoAugment(CIFAR10) -> ToTensor -> Normalize
+    RandomCrop(32, padding=4, fill=128) -> RandomHorizontalFlip() -> CIFAR10Policy() -> ToTensor -> Normalize
 
 CIFAR-100 uses the crop with reflect padding and the flip; FashionMNIST uses nothing. Running that
 pipeline per image in Python costs more than a small model's training step, so this module does
 the same work on a whole ``(N, H, W, C)`` uint8 batch at once, on whatever device it lives on,
 with no Python loop over images (loops run over the 15 op kinds and the two AutoAugment stages).
 
-AutoAugment's ops are in :mod:`mgiad.data.autoaugment`, equal to torchvision's op by op; this
-module adds crop and flip (one gather) and the pipeline, equal to torchvision's as a whole
-(``tests/test_augment.py``).
+torchvision's ``AutoAugment(CIFAR10)`` ops are in :mod:`mgiad.data.autoaugment`, equal to
+torchvision's op by op; the authors' PIL policy is in :mod:`mgiad.data.autoaugment_authors`,
+equal to Pillow's; this module adds crop and flip (one gather) and the pipeline, equal to
+torchvision's as a whole (``tests/test_augment.py``, ``tests/test_augment_authors.py``).
 
 Randomness is separated from work: :meth:`BatchAugment.sample` draws every random choice of a batch
 from one generator, :meth:`BatchAugment.apply` is deterministic, and
@@ -20,6 +23,7 @@ from one generator, :meth:`BatchAugment.apply` is deterministic, and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,31 +33,13 @@ from torch import Tensor
 
 from .autoaugment import CIFAR10_POLICY, OP_NAMES, _policy_tables, apply_ops
 from .autoaugment_authors import apply_authors_ops, authors_tables
+from .policies import POLICIES, RECIPES, recipe_policy
 
-__all__ = ["OP_NAMES", "CIFAR10_POLICY", "AUGMENT_POLICIES", "PAPER_POLICY", "BatchAugment",
-           "augment_policy", "paper_augment", "paper_policy", "apply_ops", "crop_flip"]
+__all__ = ["OP_NAMES", "CIFAR10_POLICY", "AUGMENT_POLICIES", "RECIPES", "BatchAugment",
+           "augment_policy", "recipe_augment", "paper_augment", "apply_ops", "crop_flip"]
 
-#: Named augmentation policies (``--augment=NAME``), as BatchAugment arguments.
-AUGMENT_POLICIES: dict[str, dict] = {
-    # normalisation only
-    "none": {},
-    # RandomCrop(H, padding=4) with zeros + horizontal flip
-    "crop-flip": {"crop": 4, "flip": True},
-    # the same with reflect padding (the paper's CIFAR-100 recipe)
-    "crop-flip-reflect": {"crop": 4, "pad_mode": "reflect", "flip": True},
-    # crop (zeros) + flip + torchvision's AutoAugment(CIFAR10), zero fill (the paper's CIFAR-10)
-    "autoaugment-cifar10": {"crop": 4, "flip": True, "autoaugment": True},
-    # the authors' code: crop with grey 128 + flip + their PIL CIFAR10Policy, grey fill
-    "autoaugment-cifar10-authors": {"crop": 4, "crop_fill": 128, "flip": True,
-                                    "autoaugment": True, "policy": "authors"},
-}
-
-#: The paper's choice per data set (DESIGN.md section 2), used by ``--augment=paper``.
-PAPER_POLICY: dict[str, str] = {
-    "cifar10": "autoaugment-cifar10",
-    "cifar100": "crop-flip-reflect",
-    "fashionmnist": "none",
-}
+#: Named policies (``--augment=NAME``) and per-data-set recipes: :mod:`mgiad.data.policies`.
+AUGMENT_POLICIES = POLICIES
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,25 +341,37 @@ def augment_policy(
     """The named augmentation policy (:data:`AUGMENT_POLICIES`) as a :class:`BatchAugment`."""
     if name not in AUGMENT_POLICIES:
         raise ValueError(f"unknown augmentation policy {name!r}; expected one of "
-                         f"{', '.join(AUGMENT_POLICIES)} (or 'paper' for the data set's default)")
+                         f"{', '.join(AUGMENT_POLICIES)} (or a per-data-set recipe: authors, torchvision)")
     return BatchAugment(mean=mean, std=std, pad_to=pad_to, channels_last=channels_last,
                         **AUGMENT_POLICIES[name])
 
 
-def paper_policy(dataset: str) -> str:
-    """The name of the paper's augmentation policy for ``dataset`` (:data:`PAPER_POLICY`)."""
-    key = dataset.lower().replace("-", "").replace("_", "")
-    if key not in PAPER_POLICY:
+def recipe_augment(dataset: str, recipe: str = "authors", **kwargs: Any) -> BatchAugment:
+    """A per-data-set recipe (:data:`mgiad.data.policies.RECIPES`) for ``dataset``; keyword
+    arguments (``mean``, ``std``, ``pad_to``, ``channels_last``) as :func:`augment_policy`.
+
+    ``authors`` (the authors' code, which produced the paper's numbers; the paper itself names no
+    augmentation):
+
+    - ``cifar10``: RandomCrop(32, padding=4, fill=128) + horizontal flip + their PIL CIFAR10Policy;
+    - ``cifar100``: RandomCrop(32, padding=4, reflect) + horizontal flip;
+    - ``fashionmnist``: no augmentation (only ``pad_to`` and normalisation).
+
+    ``torchvision``: the same with torchvision's AutoAugment(CIFAR10) and zero fill on CIFAR-10.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    name = recipe_policy(recipe, dataset)
+    if name is None:
         raise ValueError(f"unknown dataset {dataset!r}; expected cifar10, cifar100 or fashionmnist")
-    return PAPER_POLICY[key]
+    return augment_policy(name, **kwargs)
 
 
 def paper_augment(dataset: str, **kwargs: Any) -> BatchAugment:
-    """The paper's augmentation recipe for ``dataset`` (DESIGN.md section 2); keyword arguments
-    (``mean``, ``std``, ``pad_to``, ``channels_last``) as :func:`augment_policy`.
-
-    - ``cifar10``: RandomCrop(32, padding=4, zeros) + horizontal flip + AutoAugment(CIFAR10);
-    - ``cifar100``: RandomCrop(32, padding=4, reflect) + horizontal flip;
-    - ``fashionmnist``: no augmentation (only ``pad_to`` and normalisation).
-    """
-    return augment_policy(paper_policy(dataset), **kwargs)
+    """Deprecated: ``recipe_augment(dataset, "torchvision", ...)``, which this function always
+    returned. The paper names no augmentation; the authors' recipe is :func:`recipe_augment`'s
+    default."""
+    warnings.warn("paper_augment() is deprecated: the paper names no augmentation. It returns "
+                  "recipe_augment(dataset, 'torchvision') as before; the authors' recipe is "
+                  "recipe_augment(dataset) (or 'authors')", DeprecationWarning, stacklevel=2)
+    return recipe_augment(dataset, "torchvision", **kwargs)

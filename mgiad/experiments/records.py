@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mgiad.training.config import NEUTRAL_KEYS
 from mgiad.training.lock import flock as _flock
 
 from .variant import RECORDS, VARIANT, Job, Variant, _read_json
@@ -99,13 +100,26 @@ def make_record(job: Job) -> dict[str, Any]:
         "error": summary.get("error"), "curve": curve,
     }
 
+def record_key(rec: dict[str, Any]) -> str | None:
+    """The trajectory hash of a record's configuration as this version computes it
+    (:meth:`RunConfig.trajectory_hash`), so that records written before a change of the hash
+    (2026-12-07: augmentation recipes resolved) still match; else the key it was written with."""
+    from mgiad.training.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(rec["config"], source="record").trajectory_hash()
+    except (KeyError, TypeError, ValueError):  # no config, or one this version cannot read
+        return rec.get("config_key")
+
+
 def reuse_index(results_root: str | Path) -> dict[str, dict[str, Any]]:
     """Completed records of every variant under ``results_root`` by configuration key."""
     index: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(results_root).glob(f"*/{RECORDS}")):
         for rec in read_records(path):
-            if rec.get("status") == "completed" and rec.get("config_key") and not rec.get("reused_from"):
-                index.setdefault(rec["config_key"], {**rec, "_variant_dir": str(path.parent)})
+            key = record_key(rec)
+            if rec.get("status") == "completed" and key and not rec.get("reused_from"):
+                index.setdefault(key, {**rec, "_variant_dir": str(path.parent)})
     return index
 
 def _reusable(job: Job, index: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -148,8 +162,26 @@ def plan_state(job: Job, recorded: set[str], index: dict[str, dict[str, Any]]) -
 
 def plan_states(variant: Variant, jobs: list[Job], *, reuse: bool = True
                 ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    """:func:`plan_state` of every job (by run id), and the reuse index it was planned with."""
-    recorded = {r["run_id"] for r in read_records(variant.records_path)}
+    """:func:`plan_state` of every job (by run id), and the reuse index it was planned with.
+
+    Raises ``ValueError`` if a job's record holds another configuration: the experiment file
+    changed after that run, and counting the old run as done would report it under the new
+    configuration.
+    """
+    records = {r["run_id"]: r for r in read_records(variant.records_path)}
+    stale = [(j, records[j.run_id]) for j in jobs
+             if j.run_id in records and record_key(records[j.run_id]) != j.config_key]
+    if stale:
+        job, rec = stale[0]
+        new, old = job.config, rec.get("config") or {}
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
+                          if k not in NEUTRAL_KEYS and old.get(k) != new[k]) or "the configuration"
+        raise ValueError(
+            f"{variant.records_path}: {len(stale)} recorded run(s) of {variant.name} were trained "
+            f"with another configuration than the experiment now gives them (e.g. {job.run_id}: "
+            f"{diffs}); the experiment file changed after they ran. Restore it, or move "
+            f"{variant.dir} away to run the new configuration")
+    recorded = set(records)
     index = reuse_index(variant.results_root) if reuse else {}
     return {j.run_id: plan_state(j, recorded, index) for j in jobs}, index
 

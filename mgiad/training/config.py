@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mgiad.data.policies import AUGMENT_MODES, LEGACY_RECIPES, recipe_policy
+
 from .values import (
     _base_type,
     _coerce,
@@ -48,10 +50,6 @@ KNOWN_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashionmnist")
 
 SCHEDULES = ("cosine", "cosine-steps", "step")
 AMP_MODES = ("none", "bf16")
-#: ``paper`` (the data set's choice in the paper) or a named policy (mirrors
-#: ``mgiad.data.augment.AUGMENT_POLICIES``, kept here so validation needs no torch).
-AUGMENT_MODES = ("paper", "none", "crop-flip", "crop-flip-reflect", "autoaugment-cifar10",
-                 "autoaugment-cifar10-authors")
 
 #: Per-dataset defaults of the recipe, applied by :meth:`RunConfig.resolved` to the keys
 #: the user left at ``None``. FashionMNIST: no cosine annealing but lr x 0.1 every 25
@@ -87,7 +85,8 @@ NEUTRAL_KEYS = frozenset(
 
 @dataclass
 class RunConfig:
-    """Everything that defines a training run; defaults are the paper's recipe (§IV).
+    """Everything that defines a training run; defaults are the paper's recipe (§IV) and,
+    where the paper is silent (augmentation), the authors' code.
 
     Attributes:
         model: registered model name (``mgiad.list_models()``).
@@ -106,10 +105,13 @@ class RunConfig:
             short run take small steps: the demo's) or ``step`` (lr x ``gamma`` every
             ``step_size`` epochs); ``None`` = the dataset's default.
         step_size, gamma: the step schedule; ``None`` = the dataset's default (25, 0.1).
-        augment: ``paper`` (the paper's per-dataset augmentation) or a named policy: ``none``
-            (normalise only), ``crop-flip``, ``crop-flip-reflect``, ``autoaugment-cifar10``
-            (torchvision's policy, zero fill: the paper's CIFAR-10 choice) or
-            ``autoaugment-cifar10-authors`` (the authors' PIL policy, grey fill 128).
+        augment: a per-dataset recipe, ``authors`` (the authors' code, which produced the
+            paper's numbers; the paper names no augmentation) or ``torchvision`` (the same with
+            torchvision's AutoAugment on CIFAR-10), or a named policy: ``none`` (normalise
+            only), ``crop-flip``, ``crop-flip-reflect``, ``autoaugment-cifar10`` (torchvision's
+            policy, zero fill) or ``autoaugment-cifar10-authors`` (the authors' PIL policy, grey
+            fill 128); :mod:`mgiad.data.policies`. ``paper`` is read as ``torchvision``, its
+            old name.
         seed: seeds model initialisation, shuffling and augmentation.
         subset_train, subset_test: use a random subset of this many images (quick runs).
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
@@ -151,7 +153,7 @@ class RunConfig:
     schedule: str | None = None
     step_size: int | None = None
     gamma: float | None = None
-    augment: str = "paper"
+    augment: str = "authors"
     seed: int = 0
     subset_train: int | None = None
     subset_test: int | None = None
@@ -363,7 +365,9 @@ class RunConfig:
 
         ``schedule``, ``step_size`` and ``gamma`` follow the dataset (FashionMNIST: lr x 0.1
         every 25 epochs; CIFAR: cosine), unless the user set them. A step schedule always
-        ends up with a ``step_size`` and ``gamma``; a cosine one keeps them ``None``.
+        ends up with a ``step_size`` and ``gamma``; a cosine one keeps them ``None``. An
+        augmentation recipe (``authors``, ``torchvision``, the old ``paper``) becomes the policy
+        it picks for a known dataset, so that equal runs are equal configurations.
         """
         dataset = self.dataset
         if dataset not in DATASET_DEFAULTS:
@@ -378,9 +382,10 @@ class RunConfig:
             step_size = step_size if step_size is not None else defaults.get(
                 "step_size", _STEP_DEFAULTS["step_size"])
             gamma = gamma if gamma is not None else defaults.get("gamma", _STEP_DEFAULTS["gamma"])
+        augment = recipe_policy(self.augment, dataset) or self.augment
         return dataclasses.replace(
             self, dataset=dataset, schedule=schedule, step_size=step_size, gamma=gamma,
-            model_kwargs=dict(self.model_kwargs),
+            augment=augment, model_kwargs=dict(self.model_kwargs),
         )
 
     def lr_at(self, epoch: int, step: int = 0, steps: int = 1) -> float:
@@ -412,8 +417,23 @@ class RunConfig:
     def trajectory_hash(self) -> str:
         """16 hex digits of SHA-256 over the resolved keys that change what the run computes
         (all but :data:`NEUTRAL_KEYS`): equal hashes, equal training trajectories."""
-        d = {k: v for k, v in self.resolved().to_dict().items() if k not in NEUTRAL_KEYS}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.resolved())
+
+    def matches_trajectory(self, recorded_hash: str | None) -> bool:
+        """Whether ``recorded_hash`` (a checkpoint's ``config_hash``, a record's ``config_key``)
+        names this configuration's trajectory: :meth:`trajectory_hash`, or the hash that a run of
+        it was given before 2026-12-07, when ``augment=paper`` was hashed by that name instead of
+        the policy it picks."""
+        cfg = self.resolved()
+        names = [cfg.augment] + [old for old in LEGACY_RECIPES
+                                 if recipe_policy(old, cfg.dataset) == cfg.augment]
+        return any(recorded_hash == _digest(dataclasses.replace(cfg, augment=name))
+                   for name in names)
+
+
+def _digest(cfg: RunConfig) -> str:
+    d = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_KEYS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------

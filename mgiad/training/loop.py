@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mgiad import __version__
-from mgiad.data.augment import BatchAugment, augment_policy, paper_policy
+from mgiad.data.augment import BatchAugment, augment_policy
+from mgiad.data.policies import LEGACY_RECIPES, recipe_policy
 from mgiad.models.registry import create_model
 
 from .checkpoint import (
@@ -100,7 +101,7 @@ def train(
             ``config.json`` is used) or differ from it only in :data:`RESUME_MUTABLE` keys.
         resume: a run directory to continue from its last checkpoint.
         data: an :class:`mgiad.data.ImageData` to train on instead of loading ``cfg.dataset``
-            (its ``name`` then picks the augmentation when ``cfg.augment == "paper"``).
+            (its ``name`` then picks the policy of an augmentation recipe such as ``authors``).
         on_step: ``on_step(epoch, step, model)`` after every optimizer step (0-based epoch
             and step; tests use it to inject faults).
         on_epoch_end: ``on_epoch_end(row)`` with the epoch's metrics (the ``metrics.jsonl``
@@ -122,6 +123,10 @@ def train(
     if resume is not None:
         cfg = resume_config(Path(resume), cfg)
     assert cfg is not None
+    if cfg.augment in LEGACY_RECIPES and resume is None:
+        warnings.warn(f"augment={cfg.augment} is the old name of augment="
+                      f"{LEGACY_RECIPES[cfg.augment]}; the paper names no augmentation. The "
+                      "default, augment=authors, is the authors' code's", stacklevel=2)
     cfg = cfg.resolved()
     cfg.validate(check_names=data is None)
     device = resolve_device(cfg.device)
@@ -230,15 +235,12 @@ class _Run:
             cfg.check_out_dir()  # a read-only or blocked out_dir fails now, not after the data loads
         self.data = data = self._load_data()
         # The policy by name, so that eval/predict and the records do not depend on data-set names.
-        self.augment_policy = cfg.augment
-        if cfg.augment == "paper":
-            try:
-                self.augment_policy = paper_policy(data.name)
-            except ValueError:  # your own data: the paper has no choice for it
-                self.augment_policy = "none"
-                warnings.warn(f"augment=paper: the paper has no augmentation for {data.name}; "
-                              "training without (choose one with --augment=crop-flip, ...)",
-                              stacklevel=3)
+        self.augment_policy = recipe_policy(cfg.augment, data.name)
+        if self.augment_policy is None:  # your own data: a recipe has no choice for it
+            self.augment_policy = "none"
+            warnings.warn(f"augment={cfg.augment}: the recipe has no augmentation for {data.name}; "
+                          "training without (choose one with --augment=crop-flip, ...)",
+                          stacklevel=3)
         torch.manual_seed(cfg.seed)  # model initialisation (identical on every process)
         try:
             model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
@@ -345,7 +347,7 @@ class _Run:
             raise CheckpointError(
                 f"cannot check that {ckpt.path} belongs to {self.run_dir}: the run's run.json is "
                 "missing or has no run_id; restore it, or move the checkpoint away to start over")
-        if theirs != recorded_id or ckpt.header.get("config_hash") != self.config_hash:
+        if theirs != recorded_id or not self.cfg.matches_trajectory(ckpt.header.get("config_hash")):
             raise CheckpointError(
                 f"{ckpt.path} belongs to another run (run id {theirs}, {ckpt.header.get('model')} "
                 f"on {ckpt.header.get('dataset')}, epoch {ckpt.header.get('epoch')}), not to "
