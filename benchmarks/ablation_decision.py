@@ -2,10 +2,16 @@
 
     python benchmarks/ablation_decision.py results/ablation_3level-reduced-640054a3
 
-For every arm and data set: test accuracy per seed, the paired difference to the paper reading
-(same seed), and whether the arm beats the paper reading on both data sets in both seeds by more
-than twice the paper reading's seed standard deviation on that data set (the rule for changing
-a default). Reads records.jsonl only; prints Markdown.
+For every arm and data set: test accuracy per seed, the paired difference to the baseline arm
+(same seed), and whether the arm beats the baseline on both data sets in both seeds by more
+than twice the baseline's seed standard deviation on that data set (the rule for changing a
+model default). Reads records.jsonl only; prints Markdown.
+
+The baseline arm (family "paper reading" in the records) is the paper's reading of the model
+choices, trained with torchvision's AutoAugment on CIFAR-10 (the package's default then, misnamed
+"paper"; the paper names no augmentation). The augmentation arm is judged by the rule like the
+others, but the augmentation default is no longer the ablation's to decide: it is the authors'
+recipe since 2026-12-07, because their code produced the paper's numbers (paper-notes §5).
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-BASELINE = "paper reading"
+BASELINE = "paper reading"  # the records' family name of the baseline arm
+AUGMENT_ARM = "augment=authors"
 
 
 def main(variant_dir: str) -> None:
@@ -27,12 +34,12 @@ def main(variant_dir: str) -> None:
             acc[(r["family"], r["dataset"])][r["seed"]] = 100 * r["final_test_acc"]
     datasets = sorted({d for _, d in acc})
     arms = sorted({f for f, _ in acc if f != BASELINE})
-    print("| arm | data | test % per seed | mean ± std | Δ to paper reading per seed | "
-          "threshold (2σ of paper reading) | beats it |")
+    print("| arm | data | test % per seed | mean ± std | Δ to baseline per seed | "
+          "threshold (2σ of baseline) | beats it |")
     print("|:---|:---|:---|---:|:---|---:|:---|")
     for d in datasets:
         base = acc[(BASELINE, d)]
-        print(f"| {BASELINE} | {d} | {_seeds(base)} | {_mean_std(base)} | | | |")
+        print(f"| baseline ({BASELINE}) | {d} | {_seeds(base)} | {_mean_std(base)} | | | |")
     verdicts = {}
     for arm in arms:
         wins = []
@@ -50,7 +57,11 @@ def main(variant_dir: str) -> None:
         verdicts[arm] = bool(wins) and all(wins)
     print()
     for arm, change in verdicts.items():
-        print(f"- {arm}: {'becomes the default' if change else 'the paper reading stays the default'}")
+        if arm == AUGMENT_ARM:
+            print(f"- {arm}: {'beats' if change else 'does not beat'} the baseline by the rule; the "
+                  "augmentation default is the authors' recipe on provenance, not on this rule")
+        else:
+            print(f"- {arm}: {'becomes the default' if change else 'the paper reading stays the default'}")
 
 
 def _seeds(values: dict[int, float]) -> str:

@@ -49,7 +49,7 @@ def add_commands(sub: Any) -> None:
     )
     p = sub.add_parser(
         "train",
-        help="train a model (the paper's recipe by default)",
+        help="train a model (the paper's recipe, with the authors' augmentation, by default)",
         description="Train a model and write a run directory (config, metrics, checkpoint, summary).",
         epilog=(
             "Any config key can be set as --key=value (defaults shown; none = dataset default):\n"
