@@ -18,7 +18,7 @@ import mgiad
 from mgiad import cli
 from mgiad.models import export as export_mod
 from mgiad.models.export import ExportMismatch, export_model, from_pretrained, save_pretrained
-from mgiad.training.checkpoint import load_model
+from mgiad.training.checkpoint import load_checkpoint, load_model
 from mgiad.training.loop import train
 
 
@@ -66,6 +66,13 @@ def test_export_formats_load_without_mgiad_and_give_the_logits(run_dir, tmp_path
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     y = torch.load(tmp_path / "y.pt")
     assert torch.allclose(y, _eager(run_dir, x), atol=1e-5, rtol=1e-5)  # batch of 5: dynamic
+    # the file says how to feed it and what its outputs mean
+    from mgiad.models.export import file_config
+
+    header = load_checkpoint(run_dir).header
+    meta = file_config(out)
+    assert (meta["mean"], meta["std"], meta["classes"]) == (header["mean"], header["std"], header["classes"])
+    assert meta["input_size"] == header["input_size"] and meta["model"] == header["model"]
 
 
 def test_safetensors_folder_round_trip(run_dir, tmp_path, capsys) -> None:

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from mgiad.ops.export import builtin_kernels
 
-__all__ = ["FORMATS", "ExportMismatch", "Exported", "export_model", "from_pretrained",
+__all__ = ["FORMATS", "ExportMismatch", "Exported", "export_model", "file_config", "from_pretrained",
            "save_pretrained"]
 
 FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
@@ -63,11 +63,48 @@ def _check_inputs(config: dict[str, Any]) -> list[torch.Tensor]:
 # -- writers and readers, one pair per format ------------------------------------------------
 
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+#: Where each format carries the model's description (:func:`file_config` reads it back): what a
+#: deployment needs beside the graph (normalisation, class names, input size).
+CONFIG_ENTRY = "mgiad_config.json"
+
+
+def _description(config: dict[str, Any]) -> str:
+    from mgiad import __version__
+
+    return json.dumps({**{k: config[k] for k in CONFIG_KEYS if k in config},
+                       "mgiad_version": __version__}, sort_keys=True)
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, config: dict[str, Any]) -> None:
+    import onnx
+
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["images"],
                       output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False,
                       external_data=False)  # one self-contained file (the models are small)
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {CONFIG_ENTRY: _description(config)})
+    onnx.save(proto, str(path))
+
+
+def file_config(path: str | Path) -> dict[str, Any]:
+    """The description (model, mean, std, classes, input size, ...) an exported ``.onnx``,
+    ``.pt2`` or TorchScript file carries; ``{}`` for a file without one."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        text = props.get(CONFIG_ENTRY)
+    elif path.suffix == ".pt2":
+        files = {CONFIG_ENTRY: ""}
+        torch.export.load(str(path), extra_files=files)
+        text = files[CONFIG_ENTRY]
+    else:
+        files = {CONFIG_ENTRY: ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        text = files[CONFIG_ENTRY]
+    return json.loads(text) if text else {}
 
 
 def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -80,10 +117,10 @@ def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.from_numpy(session.run(None, {name: x.numpy()})[0]) for x in inputs]
 
 
-def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path, config: dict[str, Any]) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+    torch.export.save(program, str(path), extra_files={CONFIG_ENTRY: _description(config)})
 
 
 def _run_pt2(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -92,10 +129,10 @@ def _run_pt2(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [module(x) for x in inputs]
 
 
-def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path, config: dict[str, Any]) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, (x,), check_trace=False)
-    torch.jit.save(traced, str(path))
+    torch.jit.save(traced, str(path), _extra_files={CONFIG_ENTRY: _description(config)})
 
 
 def _run_torchscript(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -215,7 +252,7 @@ def export_model(
             if fmt == "safetensors":
                 save_pretrained(model, tmp, config)
             else:
-                _WRITE[fmt](model, inputs[0], tmp)
+                _WRITE[fmt](model, inputs[0], tmp, config)
         got = _RUN[fmt](tmp, inputs)
         diff = max(_max_diff(g, e) for g, e in zip(got, expected))
         if not diff <= tolerance:  # also catches NaN
