@@ -46,6 +46,33 @@ def test_mlflow_gets_every_epoch_and_a_resumed_run_continues(fake_dir, tmp_path,
     assert len(client.search_runs([run.info.experiment_id])) == 1  # one tracked run, continued
 
 
+def test_mlflow_default_store_works_with_the_extra_as_installed(fake_dir, tmp_path, monkeypatch,
+                                                              capsys) -> None:
+    """No MLFLOW_TRACKING_URI: MLflow 3's default is sqlite, which the [mlflow] extra cannot
+    open (no SQLAlchemy); the run logs to a file store beside the run directories and says so."""
+    mlflow = pytest.importorskip("mlflow")
+    import importlib.util
+
+    if importlib.util.find_spec("sqlalchemy") is not None:
+        pytest.skip("SQLAlchemy is installed: MLflow's default store works as it is")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(None)  # MLflow's own default, whatever an earlier test chose
+    try:
+        assert mlflow.get_tracking_uri().startswith("sqlite")
+        summary = train(tiny_config(fake_dir, tmp_path / "runs", epochs=2, track="mlflow"))
+        store = tmp_path / "runs" / "mlruns"
+        assert f"MLflow logs to {store}" in capsys.readouterr().err
+        run_id = (tmp_path / "runs" / "run" / "mlflow_run_id").read_text().strip()
+        history = mlflow.tracking.MlflowClient(store.as_uri()).get_metric_history(run_id, "test_acc")
+        assert [m.step for m in history] == [1, 2]
+        assert history[-1].value == pytest.approx(summary["final_test_acc"])
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_wandb_offline_run_is_written_under_the_run(fake_dir, tmp_path, monkeypatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ class Trackers:
     def _start_mlflow(run_dir: Path, run_id: str, project: str, config: dict[str, Any]) -> Any:
         import mlflow
 
+        _default_mlflow_store(mlflow, run_dir.parent / "mlruns")
         id_file = run_dir / "mlflow_run_id"
         mlflow.set_experiment(project)
         if id_file.is_file():  # a resumed run continues its MLflow run
@@ -120,3 +123,21 @@ class Trackers:
                              "interrupted": "KILLED"}.get(status, "FAILED")
             self._guard("mlflow", lambda: mlflow.end_run(status=mlflow_status))
         self.active.clear()
+
+
+def _default_mlflow_store(mlflow: Any, store: Path) -> None:
+    """Where no tracking URI is chosen, MLflow 3 logs to ``sqlite:///mlflow.db``, which needs
+    SQLAlchemy, which the ``[mlflow]`` extra (mlflow-skinny) does not install: every call would
+    fail. Log to a file store beside the run directories instead (MLflow 3 wants the opt-in
+    ``MLFLOW_ALLOW_FILE_STORE`` for it), and say where."""
+    import importlib.util
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or not mlflow.get_tracking_uri().startswith("sqlite"):
+        return
+    if importlib.util.find_spec("sqlalchemy") is not None:
+        return
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(store.resolve().as_uri())
+    print(f"mgiad: MLflow logs to {store} (MLflow's default sqlite:///mlflow.db needs SQLAlchemy, "
+          "which mlflow-skinny lacks; set MLFLOW_TRACKING_URI to log elsewhere; view with "
+          f"`mlflow ui --backend-store-uri {store.resolve().as_uri()}`)", file=sys.stderr, flush=True)
