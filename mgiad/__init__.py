@@ -41,4 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_REGISTRY, *_EXPORT})
+    """The public API and the subpackages already imported (not ``Any``, ``annotations``)."""
+    return sorted({*__all__, *(n for n, v in globals().items()
+                              if not n.startswith("_") and type(v).__name__ == "module")})
+

@@ -1,6 +1,6 @@
 """``mgiad demo``: the README's first command — a short real training run on the CPU.
 
-It trains the paper's smallest model, the 3-level MGiaD of Table IV (c_K=16, g_s=8,
+It trains a small model of the paper, the 3-level MGiaD of Table IV (c_K=16, g_s=8,
 37k weights), on real FashionMNIST (or CIFAR-10 when FashionMNIST is not on the machine)
 for a few minutes, then prints test accuracy, weights and time.
 """
