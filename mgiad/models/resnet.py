@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -10,8 +11,9 @@ import torch.nn.functional as F
 
 from mgiad.nn.checks import check_blocks, check_input, check_int, check_widths
 from mgiad.nn.layers import Head, StockStem, conv3
+from mgiad.nn.recompute import recompute_in_backward
 
-from .classifier import ClassifierMixin
+from .classifier import ClassifierMixin, check_output_fmt, feature_take_indices
 
 
 class BasicBlock(nn.Module):
@@ -63,10 +65,94 @@ class StagedNet(ClassifierMixin, nn.Module):
         self.head = Head(self.widths[-1], max(num_classes, 1))
         if num_classes == 0:
             self.reset_classifier(0)
+        self._set_feature_info(stem_reduction=1)
+
+    #: activation checkpointing of every block (``set_grad_checkpointing``), in training with
+    #: gradients: a block keeps only its input for backward and runs again there
+    memory_efficient: bool = False
+
+    def _set_feature_info(self, stem_reduction: int) -> None:
+        """timm's feature metadata: the output of every stage (each later one halves the resolution)."""
+        self.feature_info = [dict(num_chs=c, reduction=stem_reduction * 2 ** s, module=f"stages.{s}")
+                             for s, c in enumerate(self.widths)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans)
+        if self.memory_efficient:
+            x = self.stem(x)
+            for stage in self.stages:
+                x = self._run_stage(stage, x)
+            return x
         return self.stages(self.stem(x))
+
+    # timm's feature and training interface ---------------------------------------------------
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A stage; with ``memory_efficient`` each of its blocks is checkpointed by
+        :func:`mgiad.nn.recompute.recompute_in_backward` (BatchNorm statistics restored after the
+        second run, so they equal those of the plain forward). Single layers (a transition's
+        conv, BN, ReLU) run plainly."""
+        if not self.memory_efficient:
+            return stage(x)
+        for block in stage:
+            x = block(x) if next(block.children(), None) is None else recompute_in_backward(self, block, x)
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The outputs of the stages ``indices`` (timm's rule: None = all, n = the last n, a list =
+        those), with the last stage's output unless ``intermediates_only``; the computation of
+        :meth:`forward_features` (``stop_early``: stop after the last stage asked for; ``norm`` is
+        accepted for timm and changes nothing: there is no final norm)."""
+        check_output_fmt(output_fmt)
+        take, last = feature_take_indices(len(self.stages), indices)
+        stop = last if stop_early else len(self.stages) - 1
+        check_input(x, self.in_chans)
+        intermediates = []
+        x = self.stem(x)
+        for s, stage in enumerate(self.stages):
+            if s > stop:
+                break
+            x = self._run_stage(stage, x)
+            if s in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the classifier, as timm does);
+        returns the absolute indices (timm's feature extractors call it)."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        if last < len(self.stages) - 1:
+            self.stages = self.stages[: last + 1]
+            prune_head = True  # the classifier reads the last stage, now gone
+        if prune_head:
+            self.reset_classifier(0)
+            self._features = self.feature_info[last]["num_chs"]
+        return take
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """timm's name of :attr:`memory_efficient` (activation checkpointing)."""
+        return self.memory_efficient
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for activation checkpointing: each block of each stage keeps only its
+        input for backward and runs again there (in training with gradients; same outputs,
+        gradients and BatchNorm statistics)."""
+        self.memory_efficient = bool(enable)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (layer-wise lr decay): the stem, then each stage (``coarse``)
+        or each block of each stage; the classifier last."""
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)")
 
 
 class ResNet(StagedNet):
@@ -95,6 +181,7 @@ class ResNet(StagedNet):
         super().__init__(in_chans, num_classes, widths, blocks)
         if maxpool:
             self.stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+            self._set_feature_info(stem_reduction=2)
         c_in = self.widths[0]
         for s, (c, n) in enumerate(zip(self.widths, self.blocks)):
             stride = 1 if s == 0 else 2
