@@ -61,7 +61,8 @@ def test_drop_rate_acts_in_training_only() -> None:
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"pretrained": True}, "no pretrained weights for 'mgnet_ab'"),
-    ({"features_only": True}, "features_only=True"),
+    ({"out_indices": (0, 1)}, "go with features_only=True"),
+    ({"features_only": True, "feature_cls": "list"}, "pass three tensors"),
     ({"drop_path_rate": 0.1}, "drop_path_rate"),
     ({"global_pool": "max"}, "global_pool='max'"),
     ({"drop_rate": 1.5}, r"drop_rate must be a number in \[0, 1\)"),

@@ -4,7 +4,10 @@ drop into timm-based pipelines): features, head, classifier reset, dropout befor
 A network with a ``head`` of ``(pool, flatten, linear)`` and a ``forward_features(x)`` that
 returns the last feature map gets ``num_features``, ``forward_head(x, pre_logits=False)``,
 ``get_classifier()``, ``reset_classifier(num_classes)``, ``drop_rate`` and a ``pretrained_cfg``
-(input size, mean/std, classes: what timm's data pipeline reads).
+(input size, mean/std, classes: what timm's data pipeline reads). Each family adds timm's
+feature interface: ``feature_info`` (one entry per resolution level), ``forward_intermediates``,
+``prune_intermediate_layers``, ``set_grad_checkpointing``, ``group_matcher`` and
+``no_weight_decay`` (mgiad/models/multigrid.py, mgiad/models/resnet.py; docs/timm.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgiad.ops.export import NotScriptable
+
 #: normalisation constants and input sizes of the data sets the models are trained on
 DATA_CFG: dict[str, dict[str, Any]] = {
     "cifar10": {"input_size": (3, 32, 32), "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)},
@@ -22,8 +27,11 @@ DATA_CFG: dict[str, dict[str, Any]] = {
 }
 
 
-class ClassifierMixin:
-    """timm's classifier interface for a network with ``stem → ... → head`` (see module doc)."""
+class ClassifierMixin(NotScriptable):
+    """timm's classifier interface for a network with ``stem → ... → head`` (see module doc).
+
+    ``torch.jit.script(model)`` is refused with the reason and the alternatives
+    (:class:`mgiad.ops.export.NotScriptable`)."""
 
     head: nn.Sequential
     num_classes: int
@@ -67,17 +75,12 @@ class ClassifierMixin:
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
-        """What timm's data pipeline reads: input size, normalisation, classes, layer names."""
+        """What timm's data pipeline reads: input size, normalisation, classes, layer names.
+
+        Set by :func:`mgiad.create_model` (for published weights: the cfg of the weights, as in
+        timm); a model built directly describes itself."""
         cfg = getattr(self, "_pretrained_cfg", None)
-        if cfg is None:
-            data = DATA_CFG["fashionmnist" if self.in_chans == 1 else "cifar10"]
-            cfg = {"input_size": (self.in_chans, *data["input_size"][1:]),
-                   "mean": data["mean"] if len(data["mean"]) == self.in_chans else (0.5,) * self.in_chans,
-                   "std": data["std"] if len(data["std"]) == self.in_chans else (0.5,) * self.in_chans,
-                   "num_classes": self.num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
-                   "crop_mode": "center", "pool_size": None, "first_conv": "stem.0",
-                   "classifier": "head.2", "license": "mit", "architecture": type(self).__name__}
-        return cfg
+        return data_cfg(self.in_chans, self.num_classes, type(self).__name__) if cfg is None else cfg
 
     @pretrained_cfg.setter
     def pretrained_cfg(self, cfg: dict[str, Any]) -> None:
@@ -86,6 +89,63 @@ class ClassifierMixin:
     @property
     def default_cfg(self) -> dict[str, Any]:  # timm's older name
         return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict[str, Any]) -> None:  # timm's builders assign both names
+        self.pretrained_cfg = cfg
+
+    # timm's training interface ---------------------------------------------------------------
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimizer factory should exempt from weight decay beyond its own rule
+        (biases and norms, ``filter_bias_and_bn``): none, the networks have no embeddings or
+        tokens (the paper's recipe decays every weight: SGD, 1e-4)."""
+        return set()
+
+
+def data_cfg(in_chans: int, num_classes: int, architecture: str) -> dict[str, Any]:
+    """The cfg of a model without published weights: the data set its input channels suggest
+    (1: FashionMNIST, 3: CIFAR-10; others: mean/std 0.5)."""
+    data = DATA_CFG["fashionmnist" if in_chans == 1 else "cifar10"]
+    return {"input_size": (in_chans, *data["input_size"][1:]),
+            "mean": data["mean"] if len(data["mean"]) == in_chans else (0.5,) * in_chans,
+            "std": data["std"] if len(data["std"]) == in_chans else (0.5,) * in_chans,
+            "num_classes": num_classes, "interpolation": "bilinear", "crop_pct": 1.0,
+            "crop_mode": "center", "pool_size": None, "first_conv": "stem.0",
+            "classifier": "head.2", "license": "mit", "architecture": architecture}
+
+
+def feature_take_indices(num_features: int, indices: int | list[int] | tuple[int, ...] | None = None
+                         ) -> tuple[list[int], int]:
+    """timm's rule for ``forward_intermediates(indices=...)``: None = all, an int n = the last n,
+    a sequence = those (negative from the end). Returns the absolute indices and the largest."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_features})")
+        take = list(range(num_features - indices, num_features))
+    else:
+        take = []
+        for i in indices:
+            idx = num_features + i if i < 0 else i
+            if not 0 <= idx < num_features:
+                raise ValueError(f"feature index {i} is out of range (0 to {num_features - 1})")
+            take.append(idx)
+    if not take:
+        raise ValueError("indices selects no feature map")
+    return take, max(take)
+
+
+def check_output_fmt(output_fmt: str) -> None:
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt={output_fmt!r}: the feature maps are NCHW only")
 
 
 def check_global_pool(global_pool: str | None) -> None:

@@ -9,6 +9,7 @@ MgNet, a SiC channel V-cycle (Algorithm 2) in MGiaD.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,10 +25,13 @@ from mgiad.nn.checks import (
 from mgiad.nn.layers import Head, ResolutionTransfer, Smoother, Stem
 from mgiad.nn.sic import SiC
 
-from .classifier import ClassifierMixin
+from .classifier import ClassifierMixin, check_output_fmt, feature_take_indices
 
 #: The parts that can recompute their activations in backward (``memory_efficient``).
 _RECOMPUTABLE = (Smoother, SiC, ResolutionTransfer)
+
+#: timm's ordinal for "same group as the one before" (timm.models._manipulate.MATCH_PREV_GROUP)
+_MATCH_PREV_GROUP = 99999
 
 #: Widths of the paper's resolution levels: ResNet18-size (4) and ResNet20-size (3).
 LEVEL_WIDTHS = {4: (64, 128, 256, 256), 3: (16, 32, 64)}
@@ -64,6 +68,10 @@ class MultigridNet(ClassifierMixin, nn.Module):
         self.head = Head(widths[-1], max(num_classes, 1))
         if num_classes == 0:
             self.reset_classifier(0)
+        #: timm's feature metadata: u_ℓ of every resolution level ℓ (the depthwise pooling Π
+        #: halves the resolution between levels; the stem keeps it)
+        self.feature_info = [dict(num_chs=c, reduction=2 ** l, module=f"levels.{l}")
+                             for l, c in enumerate(widths)]
 
     @property
     def memory_efficient(self) -> bool:
@@ -103,6 +111,72 @@ class MultigridNet(ClassifierMixin, nn.Module):
                 f, u, Au = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
             u = smoother(f, u, Au)  # Alg. 1 l.3–4 / Alg. 3 l.3: smoothing (SiC in MGiaD)
         return u
+
+    # timm's feature and training interface ---------------------------------------------------
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The features u_ℓ of the resolution levels ``indices`` (timm's rule: None = all, n = the
+        last n, a list = those), with the last level's features unless ``intermediates_only``.
+        The same computation as :meth:`forward_features` (``stop_early``: stop after the last
+        level asked for; ``norm`` is accepted for timm and changes nothing: there is no final norm)."""
+        check_output_fmt(output_fmt)
+        take, last = feature_take_indices(len(self.levels), indices)
+        stop = last if stop_early else len(self.levels) - 1
+        check_input(x, self.in_chans)
+        intermediates = []
+        f = self.stem(x)
+        u, Au = None, None
+        for l, smoother in enumerate(self.levels):
+            if l > stop:
+                break
+            if l > 0:
+                f, u, Au = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
+            u = smoother(f, u, Au)
+            if l in take:
+                intermediates.append(u)
+        return intermediates if intermediates_only else (u, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the levels after the last of ``indices`` (and the classifier, as timm does);
+        returns the absolute indices (timm's feature extractors call it)."""
+        take, last = feature_take_indices(len(self.levels), indices)
+        if last < len(self.levels) - 1:
+            self.levels = self.levels[: last + 1]
+            self.transfers = self.transfers[:last]
+            prune_head = True  # the classifier reads the last level, now gone
+        if prune_head:
+            self.reset_classifier(0)
+            self._features = self.feature_info[last]["num_chs"]
+        return take
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """timm's name of :attr:`memory_efficient` (activation checkpointing)."""
+        return self.memory_efficient
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for activation checkpointing: :attr:`memory_efficient` (each smoothing
+        step, channel restriction and resolution transfer recomputed in backward; same outputs,
+        gradients and BatchNorm statistics; in training with gradients)."""
+        self.memory_efficient = bool(enable)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (layer-wise lr decay): the stem, then per resolution level ℓ its
+        smoother and the transfer ℓ → ℓ+1 (``coarse``: one group; else two). Finer groups would
+        split weights the smoothing steps share (A, B)."""
+        return dict(stem=r"^stem", blocks=[
+            (r"^levels\.(\d+)", None if coarse else (0,)),
+            (r"^transfers\.(\d+)", (_MATCH_PREV_GROUP,) if coarse else (1,)),
+        ])
 
 
 class MgNet(MultigridNet):

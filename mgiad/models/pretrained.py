@@ -3,16 +3,23 @@
 Each entry names a file under ``mgiad/models/weights/`` (a plain safetensors state dict), its
 SHA-256, the data set, and the ``mgiad train`` command and records that produced it. A file
 whose hash does not match is refused; a name without weights is an error that lists what is
-published.
+published. :func:`published_cfg` gives each entry as timm's pretrained cfg (so that
+``timm.list_models('mgiad*', pretrained=True)`` lists them, mgiad/models/timm_registry.py), and
+:func:`load_pretrained` loads a cfg's weights as timm does (another file when the cfg names one,
+the first conv adapted to ``in_chans``, a new classifier for ``num_classes``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -158,41 +165,162 @@ def published_key(name: str, tag: str | None = None) -> str:
                      f"them with `mgiad train --model {name}` and load the checkpoint instead")
 
 
-def published_in_chans(name: str, tag: str | None = None) -> int | None:
-    """The input channels of the published weights (None: none published; loading then fails
-    with the message of :func:`published_key`)."""
-    try:
-        return PUBLISHED[published_key(name, tag)].in_chans
-    except ValueError:
-        return None
+def published_cfg(key: str) -> dict[str, Any]:
+    """timm's pretrained cfg (``timm.models.PretrainedCfg`` fields) of the published weights
+    ``key`` (``model.tag``): the file, input size, normalisation, classes, first conv, classifier."""
+    from .registry import model_doc, timm_name
 
-
-def load_pretrained(model: nn.Module, name: str, *, num_classes: int | None, in_chans: int | None,
-                    tag: str | None = None) -> dict[str, Any]:
-    """Load the published weights of ``name`` (``tag``: which; default the first) into ``model``,
-    hash checked; returns its cfg."""
-    key = published_key(name, tag)
     w = PUBLISHED[key]
-    if in_chans not in (None, w.in_chans):
-        raise ValueError(f"the pretrained {key} takes {w.in_chans} input channels, not {in_chans}")
-    path = WEIGHTS_DIR / w.file
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != w.sha256:
-        raise ValueError(f"{path}: SHA-256 {digest} does not match the published {w.sha256}; "
-                         "the file is damaged or not the published one")
-    import safetensors.torch
+    arch, _, tag = key.partition(".")
+    size = w.pad_to or w.image_size
+    return {"file": str(WEIGHTS_DIR / w.file), "tag": tag, "architecture": timm_name(arch),
+            "input_size": (w.in_chans, size, size), "mean": tuple(w.mean), "std": tuple(w.std),
+            "num_classes": w.num_classes, "label_names": tuple(w.classes) or None,
+            "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center", "pool_size": None,
+            "first_conv": "stem.0", "classifier": "head.2", "license": "mit",
+            "description": f"{model_doc(arch)}; trained on {w.dataset}, {w.test_acc}% test accuracy",
+            "notes": (w.command,)}
 
-    state = safetensors.torch.load(data)
-    if num_classes not in (None, w.num_classes):  # a new classifier, as timm does
-        state = {k: v for k, v in state.items() if not k.startswith("head.2.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("head.2.")]:
-        raise ValueError(f"{path} does not fit {name}: missing {missing}, unexpected {unexpected}")
-    return {"dataset": w.dataset, "test_acc": w.test_acc, "file": str(path), "sha256": w.sha256,
-            "tag": key.partition(".")[2], "num_classes": w.num_classes, "mean": tuple(w.mean),
-            "std": tuple(w.std), "input_size": (w.in_chans, w.pad_to or w.image_size,
-                                                 w.pad_to or w.image_size)}
+
+def _published_file(path: Path) -> Weights | None:
+    """The published entry whose packaged file ``path`` is (its hash is checked on load)."""
+    path = path.resolve()
+    for w in PUBLISHED.values():
+        if (WEIGHTS_DIR / w.file).resolve() == path:
+            return w
+    return None
+
+
+def read_state_dict(file: str | Path) -> tuple[dict[str, torch.Tensor], Weights | None]:
+    """The state dict in ``file`` and the published entry it is (None: another file).
+
+    A packaged file must match its published SHA-256. Other files: safetensors (a plain state
+    dict, or an mgiad checkpoint: its verified model state), else ``torch.load`` with
+    ``weights_only=True`` (code in a pickle is refused) unwrapped as timm does (``state_dict_ema``,
+    ``model_ema``, ``state_dict``, ``model``; a ``module.`` prefix removed).
+    """
+    path = Path(file).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read the weights file {path}: {e.strerror or e}") from None
+    published = _published_file(path)
+    if published is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != published.sha256:
+            raise ValueError(f"{path}: SHA-256 {digest} does not match the published "
+                             f"{published.sha256}; the file is damaged or not the published one")
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    if 0 < size <= len(data) - 8 and data[8:9] == b"{":  # safetensors: u64 header size, JSON header
+        import safetensors.torch
+
+        try:
+            header = json.loads(data[8:8 + size])
+            meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+        except ValueError as e:
+            raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
+        if meta.get("format") == "mgiad-checkpoint":  # `mgiad train`'s checkpoint: verified
+            from mgiad.training.checkpoint import load_checkpoint
+
+            return load_checkpoint(path).model_state, published
+        try:
+            return safetensors.torch.load(data), published
+        except Exception as e:  # safetensors' own SafetensorError for bad layouts
+            raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is neither a safetensors file nor a checkpoint that "
+                         f"torch.load(weights_only=True) accepts (no code in a pickle is run): {e}"
+                         ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):  # timm's order
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} holds no state dict (a mapping of names to tensors)")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}, published
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor, base_chans: int = 3) -> torch.Tensor:
+    """timm's adaptation of a pretrained first convolution to ``in_chans`` inputs
+    (``timm.models.adapt_input_conv``): 1 channel sums the ``base_chans`` source channels, more
+    repeat them cyclically, scaled by ``base_chans / in_chans``."""
+    if in_chans < 1 or base_chans < 1:
+        raise ValueError("input and base channel counts must be positive")
+    if weight.ndim != 4 or (in_chans != 1 and weight.shape[1] != base_chans):
+        raise ValueError(f"cannot adapt a first convolution of shape {tuple(weight.shape)} from "
+                         f"{base_chans} to {in_chans} input channels")
+    if in_chans == base_chans:
+        return weight
+    dtype, w = weight.dtype, weight.float()
+    if in_chans == 1:
+        if w.shape[1] > base_chans:  # space-to-depth stems (timm's rule; none here)
+            o, i, j, k = w.shape
+            w = w.reshape(o, i // base_chans, base_chans, j, k).sum(dim=2)
+        else:
+            w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, math.ceil(in_chans / base_chans), 1, 1)[:, :in_chans]
+        w = w * (base_chans / float(in_chans))
+    return w.to(dtype)
+
+
+#: timm's keys of a weight source, in its order of priority
+SOURCES = ("state_dict", "file", "url", "hf_hub_id")
+
+
+def load_pretrained(model: nn.Module, cfg: dict[str, Any], *, num_classes: int,
+                    in_chans: int) -> dict[str, Any]:
+    """Load the weights ``cfg`` names into ``model`` as timm's ``load_pretrained`` does: from
+    ``cfg['state_dict']`` or ``cfg['file']`` (:func:`read_state_dict`: a packaged file hash checked);
+    the first conv adapted when ``in_chans`` differs from ``cfg['input_size'][0]``
+    (:func:`adapt_input_conv`); the classifier left new when ``num_classes`` differs from
+    ``cfg['num_classes']``. Everything else must fit exactly. Returns what the cfg gains: the
+    hash and recorded accuracy of published weights."""
+    name = cfg.get("architecture") or type(model).__name__
+    published = None
+    if cfg.get("source") in ("hf-hub", "local-dir"):
+        source = cfg["source"]
+    elif cfg.get("state_dict"):
+        state, where, source = dict(cfg["state_dict"]), "the state_dict of pretrained_cfg", ""
+    elif cfg.get("file"):
+        state, published = read_state_dict(cfg["file"])
+        state, where, source = dict(state), str(cfg["file"]), ""
+    else:
+        source = "url" if cfg.get("url") else "hf_hub_id" if cfg.get("hf_hub_id") else ""
+        if not source:
+            raise ValueError(f"no pretrained weights for {name!r}: its cfg names no file")
+    if source:
+        raise ValueError(f"{name}: mgiad loads weights from a local file (pretrained_cfg_overlay="
+                         f"dict(file=PATH)) or a state dict (state_dict=...), not from {source}")
+    first = cfg.get("first_conv")
+    base_chans = (cfg.get("input_size") or (3,))[0]
+    if first and f"{first}.weight" in state:
+        conv, weight = model.get_submodule(first), state[f"{first}.weight"]
+        if weight.shape != conv.weight.shape:
+            if weight.ndim == 4 and weight.shape[1] * in_chans * conv.groups != base_chans * conv.in_channels:
+                raise ValueError(f"{where}: {first}.weight of shape {tuple(weight.shape)} does not "
+                                 f"fit input_size[0]={base_chans} of the cfg")
+            if in_chans != base_chans:
+                state[f"{first}.weight"] = adapt_input_conv(in_chans, weight, base_chans)
+    new_head = []
+    classifier = cfg.get("classifier")
+    if classifier and num_classes != cfg.get("num_classes"):  # a new classifier, as timm does
+        new_head = [f"{classifier}.weight", f"{classifier}.bias"]
+        for key in new_head:
+            state.pop(key, None)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"{where} does not fit {name}: {e}") from None
+    missing = [k for k in missing if k not in new_head]
+    if missing or unexpected:
+        raise ValueError(f"{where} does not fit {name}: missing {missing}, unexpected {unexpected}")
+    if published is None:
+        return {}
+    return {"dataset": published.dataset, "test_acc": published.test_acc, "sha256": published.sha256}
 
 
 def pretrained_model(name: str, *, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.nn as nn
@@ -84,13 +84,25 @@ def _check_name(name: str) -> None:
         )
 
 
+def timm_name(name: str) -> str:
+    """The model's name in timm: ``name`` where it starts with ``mgiad``, else ``mgiad_`` + name
+    (``mgiad_resnet20``), so that no timm model (timm's ``resnet18``) is replaced."""
+    return name if name.startswith("mgiad") else f"mgiad_{name}"
+
+
 #: timm's arguments of ``create_model`` that the networks cannot honour
 _UNSUPPORTED = {
-    "features_only": "feature pyramids (features_only=True) are not implemented; use "
-                     "model.forward_features(x) for the last feature map",
     "drop_path_rate": "stochastic depth (drop_path_rate) does not apply to the multigrid smoothers",
     "drop_block_rate": "DropBlock (drop_block_rate) is not implemented",
 }
+
+
+def _cfg_dict(pretrained_cfg: Any) -> dict[str, Any]:
+    if pretrained_cfg is None or isinstance(pretrained_cfg, dict):
+        return dict(pretrained_cfg or {})
+    if hasattr(pretrained_cfg, "to_dict"):  # timm's PretrainedCfg
+        return dict(pretrained_cfg.to_dict())
+    raise ValueError(f"pretrained_cfg must be a tag, a dict or timm's PretrainedCfg, got {pretrained_cfg!r}")
 
 
 def create_model(
@@ -101,18 +113,27 @@ def create_model(
     global_pool: str | None = None,
     pretrained_cfg: Any = None,
     pretrained_cfg_overlay: dict[str, Any] | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    feature_cls: Any = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the registered model ``name``; keyword arguments override its defaults.
 
-    The timm arguments work as in ``timm.create_model``: ``pretrained`` loads the published
-    weights (hash checked; a new classifier when ``num_classes`` differs), ``drop_rate`` is
-    dropout before the classifier, ``global_pool`` must be ``'avg'``, ``pretrained_cfg_overlay``
-    updates ``model.pretrained_cfg``. An argument the networks cannot honour is an error.
+    The timm arguments work as in ``timm.create_model`` (docs/timm.md): ``name.tag`` or
+    ``pretrained_cfg='tag'`` picks published weights (their cfg: input size, normalisation,
+    classes; ``num_classes`` and ``in_chans`` default to theirs), ``pretrained=True`` loads them
+    (hash checked), or the file or state dict that ``pretrained_cfg_overlay`` / a
+    ``pretrained_cfg`` dict names; a different ``in_chans`` adapts the first conv and a different
+    ``num_classes`` gives a new classifier, as timm does. ``features_only=True`` returns timm's
+    feature extractor (one map per resolution level; ``out_indices``, ``feature_cls``; needs timm).
+    ``drop_rate`` is dropout before the classifier, ``global_pool`` must be ``'avg'``. An
+    argument the networks cannot honour is an error.
     """
     name, _, tag = name.partition(".")  # timm's "model.tag": which published weights
     if isinstance(pretrained_cfg, str):  # timm.create_model passes the tag this way
         tag, pretrained_cfg = tag or pretrained_cfg, None
+    given = {**_cfg_dict(pretrained_cfg), **_cfg_dict(pretrained_cfg_overlay)}
     _check_name(name)
     for key, why in _UNSUPPORTED.items():
         if kwargs.get(key):
@@ -123,29 +144,80 @@ def create_model(
     if not isinstance(drop_rate, (int, float)) or isinstance(drop_rate, bool) or not 0 <= drop_rate < 1:
         raise ValueError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
     from .classifier import check_global_pool
+    from .pretrained import PUBLISHED, SOURCES, load_pretrained, published_cfg, published_key
 
     check_global_pool(global_pool)
-    if pretrained:  # the published weights' input channels unless asked otherwise (then refused)
-        from .pretrained import published_in_chans
-
-        published = published_in_chans(name, tag or None)
-        if kwargs.get("in_chans") is None and published is not None:
-            kwargs["in_chans"] = published
+    base = None  # the cfg of published weights: named by the tag, or the first of the model's
+    if tag:
+        base = published_cfg(published_key(name, tag))
+    elif pretrained:
+        key = next((k for k in PUBLISHED if k.partition(".")[0] == name), None)
+        if key is not None:
+            base = published_cfg(key)
+        elif not any(given.get(k) for k in SOURCES):
+            published_key(name)  # the error that lists what is published
+    cfg = {**(base or {}), **given}
+    # as timm: num_classes and in_chans default to those of the weights' cfg (or the cfg given)
+    if (base or "num_classes" in given) and isinstance(cfg.get("num_classes"), int) and cfg["num_classes"] >= 0:
+        kwargs.setdefault("num_classes", cfg["num_classes"])
+    if (base or "input_size" in given) and cfg.get("input_size"):
+        kwargs.setdefault("in_chans", cfg["input_size"][0])
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
-    cfg = dict(model.pretrained_cfg) if hasattr(model, "pretrained_cfg") else {}
+    if base is None:  # no published weights named: the model describes itself
+        cfg = {**model.pretrained_cfg, "architecture": timm_name(name), **given}
     if pretrained:
-        from .pretrained import load_pretrained
-
-        cfg.update(load_pretrained(model, name, num_classes=kwargs.get("num_classes"),
-                                   in_chans=kwargs.get("in_chans"), tag=tag or None))
-    elif tag:
-        raise ValueError(f"{name}.{tag}: a tag names published weights; pass pretrained=True")
-    if isinstance(pretrained_cfg, dict):
-        cfg.update(pretrained_cfg)
-    cfg.update(pretrained_cfg_overlay or {})
-    if cfg:
-        model.pretrained_cfg = cfg
+        cfg.update(load_pretrained(model, cfg, num_classes=0 if features_only else model.num_classes,
+                                   in_chans=model.in_chans))
+    model.pretrained_cfg = cfg
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
+    if features_only:
+        return _feature_extractor(model, cfg, out_indices, feature_cls)
+    if out_indices is not None or feature_cls is not None:
+        raise ValueError(f"{name}: out_indices and feature_cls go with features_only=True")
     return model
+
+
+def _feature_extractor(model: nn.Module, cfg: dict[str, Any], out_indices: Any, feature_cls: Any) -> nn.Module:
+    """timm's feature extractor around ``model`` (what ``timm.create_model(features_only=True)``
+    builds): ``FeatureListNet`` for ResNet and MGIC, ``FeatureGetterNet`` (``forward_intermediates``)
+    for the multigrid networks, whose levels pass three tensors (f, u, A u) and so cannot run as a
+    chain of modules."""
+    try:
+        from timm.models._features import (
+            FeatureDictNet,
+            FeatureGetterNet,
+            FeatureHookNet,
+            FeatureListNet,
+        )
+    except ImportError:
+        raise ValueError("features_only=True returns timm's feature extractor: pip install "
+                         "'mgiad[timm]' (or use model.forward_intermediates(x))") from None
+    from .multigrid import MultigridNet
+
+    chained = not isinstance(model, MultigridNet)
+    kinds = {"list": FeatureListNet, "dict": FeatureDictNet, "hook": FeatureHookNet, "getter": FeatureGetterNet}
+    cls = feature_cls or ("list" if chained else "getter")
+    if isinstance(cls, str):
+        if cls.lower() not in kinds:
+            raise ValueError(f"feature_cls={feature_cls!r}: one of {', '.join(kinds)}")
+        cls = kinds[cls.lower()]
+    if out_indices is None:
+        out_indices = tuple(range(len(model.feature_info)))
+    elif not isinstance(out_indices, int):
+        out_indices = tuple(out_indices)
+    args: dict[str, Any] = {}
+    if issubclass(cls, (FeatureListNet, FeatureDictNet)):
+        if not chained:
+            raise ValueError(f"feature_cls={feature_cls!r} runs the model as a chain of modules; the "
+                             f"levels of {type(model).__name__} pass three tensors (f, u, A u): use "
+                             "feature_cls='getter' (the default) or 'hook'")
+        args["flatten_sequential"] = True
+    elif issubclass(cls, FeatureHookNet):
+        args["no_rewrite"] = True
+    features = cls(model, out_indices=out_indices, **args)
+    features.pretrained_cfg = {k: v for k, v in cfg.items() if k not in ("num_classes", "classifier", "global_pool")}
+    features.default_cfg = features.pretrained_cfg
+    features.in_chans = model.in_chans
+    return features
