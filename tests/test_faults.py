@@ -51,6 +51,7 @@ import json, os, signal, sys
 from pathlib import Path
 
 import mgiad.training.checkpoint as ckpt
+import mgiad.training.epoch as epoch_module
 import mgiad.training.loop as loop
 from mgiad.training.config import RunConfig
 
@@ -71,7 +72,7 @@ def run(kind, epoch, arg, resume):
             if (e, s) == (epoch, arg):
                 die()
     elif kind == "eval":  # part-way through the test set
-        real_eval = loop.evaluate
+        real_eval = epoch_module.evaluate
         def partial(model, data, **kw):
             x, y = data
             k = max(1, len(y) * arg // 100)
@@ -79,15 +80,15 @@ def run(kind, epoch, arg, resume):
             if loop_epoch[0] == epoch:
                 die()
             return real_eval(model, data, **kw)
-        loop.evaluate = partial
-    real_save = loop.save_checkpoint
+        epoch_module.evaluate = partial
+    real_save = epoch_module.save_checkpoint
     def save(path, **kw):
         state["ckpt"] = kw["header"]["epoch"] == epoch + 1 and kind in ("write", "fsync", "replace")
         real_save(path, **kw)
         if kind == "after" and kw["header"]["epoch"] == epoch + 1:
             die()  # checkpoint renamed, metrics row not yet written
         state["ckpt"] = False
-    loop.save_checkpoint = save
+    epoch_module.save_checkpoint = save
     real_fdopen, real_fsync, real_replace = os.fdopen, os.fsync, os.replace
     class HalfWriter:
         def __init__(self, f):
@@ -239,10 +240,10 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
         calls.append(kw["header"]["epoch"])
         return real_save(path, **kw)
 
-    import mgiad.training.loop as loop
+    import mgiad.training.epoch as epoch_module
 
     monkeypatch.setattr(checkpoint_module.os, "fdopen", fdopen)
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(epoch_module, "save_checkpoint", save)
     with pytest.raises(OSError) as info:
         train(tiny_config(data, tmp_path / "out", epochs=3))
     monkeypatch.undo()

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mgiad.training.config import NEUTRAL_KEYS
 from mgiad.training.lock import flock as _flock
+from mgiad.training.trajectory import trajectory_changes
 
 from .variant import RECORDS, VARIANT, Job, Variant, _read_json
 
@@ -174,8 +174,8 @@ def plan_states(variant: Variant, jobs: list[Job], *, reuse: bool = True
     if stale:
         job, rec = stale[0]
         new, old = job.config, rec.get("config") or {}
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
-                          if k not in NEUTRAL_KEYS and old.get(k) != new[k]) or "the configuration"
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}"
+                          for k in trajectory_changes(old, new)) or "the configuration"
         raise ValueError(
             f"{variant.records_path}: {len(stale)} recorded run(s) of {variant.name} were trained "
             f"with another configuration than the experiment now gives them (e.g. {job.run_id}: "

@@ -3,7 +3,7 @@
 A run's identity is (experiment, row configuration, seed, overrides): overrides that change the
 training trajectory (``--epochs``, ``--subset_train``, ``--lr`` ...) select a ``-reduced-HASH``
 variant; overrides that do not (``--device``, ``--threads``, ``--data_dir`` ...,
-:data:`mgiad.training.config.NEUTRAL_KEYS`) do not change it. :func:`plan` lists a variant's
+:data:`mgiad.training.trajectory.NEUTRAL_KEYS`) do not change it. :func:`plan` lists a variant's
 jobs; :func:`find_variant` finds a variant's results again for reports and plots.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mgiad.training.config import NEUTRAL_KEYS, RunConfig, _canonical_key
+from mgiad.training.trajectory import trajectory_changes
 from mgiad.training.values import _split_overrides
 
 from .spec import Experiment, experiment_from_dict, load_experiment
@@ -220,7 +221,7 @@ def _check_same_config(job: Job) -> None:
     except ValueError:
         return  # unreadable: the resume will say what is wrong
     new = job.config
-    changed = [k for k in new if k not in NEUTRAL_KEYS and old.get(k) != new[k]]
+    changed = trajectory_changes(old, new)
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
         raise ValueError(

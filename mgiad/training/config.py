@@ -11,24 +11,40 @@ overrides, in that order::
 Every value is type-checked against the field's annotation and validated; unknown keys
 and bad values raise ``ValueError`` naming the key, the value and what is allowed, so a
 typo never silently trains the wrong model for a day.
+
+Here: the keys and their defaults, construction (file, overrides), the per-dataset recipe
+(:meth:`RunConfig.resolved`) and the learning-rate schedule (:meth:`RunConfig.lr_at`). What a
+value may be and the messages that say so: :mod:`.config_checks`; which keys make a run's
+identity (the trajectory hash of resume and sweeps): :mod:`.trajectory`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
 import json
 import math
-import numbers
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgiad.data.policies import AUGMENT_MODES, LEGACY_RECIPES, recipe_policy
+from mgiad.data.policies import AUGMENT_MODES as AUGMENT_MODES
+from mgiad.data.policies import recipe_policy
 
+from . import trajectory
+from .config_checks import AMP_MODES as AMP_MODES
+from .config_checks import KNOWN_DATASETS as KNOWN_DATASETS
+from .config_checks import SCHEDULES as SCHEDULES
+from .config_checks import (
+    _canonical_dataset,
+    _canonical_key,
+    _check_model_name,
+    _model_hyperparameters,
+    _unknown_key_message,
+    check_config,
+)
+from .trajectory import NEUTRAL_KEYS as NEUTRAL_KEYS
 from .values import (
     _base_type,
     _coerce,
@@ -36,20 +52,12 @@ from .values import (
     _split_overrides,
     check_writable_dir,
     parse_literal,
-    valid_device,
 )
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there, is the same parser
     import tomli as tomllib  # type: ignore[no-redef]
-
-#: Datasets the loaders know (mirrors ``mgiad.data.datasets.DATASET_NAMES``; kept here so that a
-#: config can be validated without importing the data module).
-KNOWN_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashionmnist")
-
-SCHEDULES = ("cosine", "cosine-steps", "step")
-AMP_MODES = ("none", "bf16")
 
 #: Per-dataset defaults of the recipe, applied by :meth:`RunConfig.resolved` to the keys
 #: the user left at ``None``. FashionMNIST: no cosine annealing but lr x 0.1 every 25
@@ -62,25 +70,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 _FALLBACK_DEFAULTS: dict[str, Any] = {"schedule": "cosine"}
 _STEP_DEFAULTS: dict[str, Any] = {"step_size": 25, "gamma": 0.1}
-
-#: (classes, channels) of each dataset: enough to build a model to check its hyper-parameters.
-_DATA_SHAPES: dict[str, tuple[int, int]] = {"cifar10": (10, 3), "cifar100": (100, 3),
-                                            "fashionmnist": (10, 1)}
-#: Configurations already built once by ``_check_model`` (validation runs many times per sweep).
-_BUILDS_OK: set[tuple[str, str, int, int]] = set()
-
-#: Model arguments that the dataset determines; setting them by hand would only let the
-#: model and the data disagree.
-_DATA_DERIVED_KWARGS = ("num_classes", "in_chans")
-
-
-#: Keys that do not change what a run computes: a resumed run may change them
-#: (``mgiad train --resume``), and they are left out of a run's identity
-#: (:meth:`RunConfig.trajectory_hash`: checkpoints' ``config_hash``, sweeps' ``config_key``).
-NEUTRAL_KEYS = frozenset(
-    {"data_dir", "download", "device", "threads", "compile", "eval_every", "time_budget_s",
-     "tensorboard", "out_dir", "run_name", "track", "track_project"}
-)
 
 
 @dataclass
@@ -197,7 +186,7 @@ class RunConfig:
             name = _canonical_key(str(key))
             if name not in hints:
                 model = values.get("model", RunConfig.model)
-                raise ValueError(f"{source}: {_unknown_key_message(str(key), model=model)}")
+                raise ValueError(f"{source}: {_unknown_key_message(str(key), model=model, keys=cls.keys())}")
             kwargs[name] = _coerce(name, value, hints[name], source)
         cfg = cls(**kwargs)
         cfg.validate()
@@ -259,7 +248,8 @@ class RunConfig:
         for key, text in pending:  # --c_K=16 as shorthand for --model_kwargs.c_K=16
             sub = key.replace("-", "_")
             if sub not in _model_hyperparameters(values["model"]):
-                raise ValueError(_unknown_key_message(key, text, model=values["model"]))
+                raise ValueError(_unknown_key_message(key, text, model=values["model"],
+                                                       keys=RunConfig.keys()))
             if text is None:
                 raise ValueError(f"--{key}: a model hyper-parameter needs a value (--{key}=VALUE)")
             values["model_kwargs"][sub] = parse_literal(text)
@@ -276,83 +266,7 @@ class RunConfig:
         ``check_names`` also checks that ``model`` is registered and ``dataset`` is known
         (off when training on data passed in directly).
         """
-        hints = _field_types()
-        for name in self.keys():
-            _coerce(name, getattr(self, name), hints[name], "config")  # type check
-        _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _require(_finite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
-        _require(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
-        _require(
-            _finite(self.weight_decay) and self.weight_decay >= 0,
-            "weight_decay", self.weight_decay, "a finite number >= 0",
-        )
-        _require(self.schedule in (None, *SCHEDULES), "schedule", self.schedule, f"one of {SCHEDULES}")
-        _require(self.step_size is None or self.step_size >= 1, "step_size", self.step_size,
-                 "an integer >= 1 (epochs between lr decays)")
-        _require(self.gamma is None or (_finite(self.gamma) and 0 < self.gamma <= 1), "gamma",
-                 self.gamma, "a number in (0, 1]")
-        _require(self.augment in AUGMENT_MODES, "augment", self.augment, f"one of {AUGMENT_MODES}")
-        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        for name in ("subset_train", "subset_test", "pad_to", "max_steps_per_epoch", "threads"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, name, value, "an integer >= 1 or none")
-        _require(_valid_device(self.device), "device", self.device,
-                 "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-        _require(self.amp in AMP_MODES, "amp", self.amp, f"one of {AMP_MODES}")
-        _require(self.eval_every >= 1, "eval_every", self.eval_every, "an integer >= 1")
-        _require(bool(self.out_dir), "out_dir", self.out_dir, "a non-empty path")
-        _require(
-            self.run_name is None or (bool(self.run_name) and "/" not in self.run_name
-                                      and "\\" not in self.run_name and self.run_name not in (".", "..")),
-            "run_name", self.run_name, "a directory name without '/' (or none)",
-        )
-        _require(self.time_budget_s is None or (_finite(self.time_budget_s) and self.time_budget_s > 0),
-                 "time_budget_s", self.time_budget_s, "a number of seconds > 0 or none")
-        from .tracking import parse_trackers
-
-        parse_trackers(self.track)
-        _require(isinstance(self.track_project, str) and self.track_project.strip() != "",
-                 "track_project", self.track_project, "a non-empty name")
-        for key in self.model_kwargs:
-            if not isinstance(key, str) or not key.isidentifier():
-                raise ValueError(f"model_kwargs key {key!r} is not a valid hyper-parameter name")
-            if key in _DATA_DERIVED_KWARGS:
-                raise ValueError(
-                    f"model_kwargs.{key}={self.model_kwargs[key]!r}: {key} is set from the dataset; "
-                    "remove it from model_kwargs"
-                )
-        if check_names:
-            _check_model_name(self.model)
-            dataset = _canonical_dataset(self.dataset)
-            self._check_model(dataset)
-
-    def _check_model(self, dataset: str) -> None:
-        """Every model_kwargs key is a hyper-parameter of the model and the model builds with
-        them (on the meta device: no memory, a few ms), so that a bad value fails here rather
-        than after the data are loaded."""
-        names = _model_hyperparameters(self.model)
-        for key, value in self.model_kwargs.items():
-            if key not in names:
-                close = _close_matches(key, names)
-                hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(f"model_kwargs.{key}={value!r}: {_has_no(self.model, key)}{hint} "
-                                 f"({_hyperparameters_text(self.model)})")
-        num_classes, in_chans = _DATA_SHAPES.get(dataset, (10, 3))
-        key = (self.model, repr(sorted(self.model_kwargs.items())), num_classes, in_chans)
-        if key in _BUILDS_OK:
-            return
-        import torch
-
-        from mgiad.models.registry import create_model
-
-        try:
-            with torch.device("meta"):
-                create_model(self.model, num_classes=num_classes, in_chans=in_chans,
-                             **self.model_kwargs)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"model {self.model}: {e}") from None
-        _BUILDS_OK.add(key)
+        check_config(self, check_names=check_names)
 
     def check_out_dir(self) -> None:
         """Fail (``ValueError``, one line) if run directories cannot be created in ``out_dir``
@@ -416,24 +330,16 @@ class RunConfig:
 
     def trajectory_hash(self) -> str:
         """16 hex digits of SHA-256 over the resolved keys that change what the run computes
-        (all but :data:`NEUTRAL_KEYS`): equal hashes, equal training trajectories."""
-        return _digest(self.resolved())
+        (all but :data:`NEUTRAL_KEYS`): equal hashes, equal training trajectories
+        (:func:`mgiad.training.trajectory.trajectory_hash`)."""
+        return trajectory.trajectory_hash(self)
 
     def matches_trajectory(self, recorded_hash: str | None) -> bool:
         """Whether ``recorded_hash`` (a checkpoint's ``config_hash``, a record's ``config_key``)
         names this configuration's trajectory: :meth:`trajectory_hash`, or the hash that a run of
         it was given before 2026-12-07, when ``augment=paper`` was hashed by that name instead of
-        the policy it picks."""
-        cfg = self.resolved()
-        names = [cfg.augment] + [old for old in LEGACY_RECIPES
-                                 if recipe_policy(old, cfg.dataset) == cfg.augment]
-        return any(recorded_hash == _digest(dataclasses.replace(cfg, augment=name))
-                   for name in names)
-
-
-def _digest(cfg: RunConfig) -> str:
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_KEYS}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        the policy it picks (:func:`mgiad.training.trajectory.matches_trajectory`)."""
+        return trajectory.matches_trajectory(self, recorded_hash)
 
 
 # --------------------------------------------------------------------------------------
@@ -442,100 +348,3 @@ def _digest(cfg: RunConfig) -> str:
 
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(RunConfig)
-
-
-def _canonical_key(key: str) -> str:
-    return key.strip().replace("-", "_")
-
-
-def _close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Close matches of ``name`` ignoring case (``c_k`` finds ``c_K``), exact ones first."""
-    lower = {c.lower(): c for c in candidates}
-    return [lower[m] for m in difflib.get_close_matches(name.lower(), lower, n=n, cutoff=0.6)]
-
-
-def _has_no(model: str, key: str) -> str:
-    if not _model_hyperparameters(model) and not _is_registered(model):
-        return f"model {model!r} is not registered, so {key!r} cannot be checked"
-    return f"{model} has no hyper-parameter {key!r}"
-
-
-def _hyperparameters_text(model: str) -> str:
-    names = _model_hyperparameters(model)
-    if not names:
-        return f"model {model!r} has no hyper-parameters" if _is_registered(model) else \
-            "see mgiad.list_models()"
-    return f"{model}'s hyper-parameters: {', '.join(names)}"
-
-
-def _unknown_key_message(key: str, text: str | None = None, *, model: str | None = None) -> str:
-    """An argument that is neither a config key nor a hyper-parameter of ``model``: the close
-    config keys and hyper-parameters (ignoring case), and what the model has."""
-    name = _canonical_key(key)
-    keys = RunConfig.keys()
-    model = RunConfig.model if model is None else model
-    names = _model_hyperparameters(model)
-    close = _close_matches(name, keys) + [f"{h} (a hyper-parameter of {model})"
-                                          for h in _close_matches(name, names)]
-    if name in names:  # in a config file, at the top level instead of in model_kwargs
-        return (f"unknown config key {key!r}: {name} is a hyper-parameter of {model}; set it in "
-                f"model_kwargs (a [model_kwargs] table in TOML, \"model_kwargs\": {{...}} in JSON)")
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    where = "" if text is None else f"--{key}={text}: "
-    return (
-        f"unknown config key {key!r}{hint} ({where}{_has_no(model, name)} either; "
-        f"{_hyperparameters_text(model)}, set as --NAME=VALUE or --model_kwargs.NAME=VALUE; "
-        f"config keys: {', '.join(keys)})"
-    )
-
-
-def _check_model_name(model: str) -> None:
-    from mgiad.models.registry import list_models
-
-    if model not in list_models():
-        close = difflib.get_close_matches(model, list_models(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"model={model!r} is not a registered model{hint} "
-                         "(see `mgiad list` or mgiad.list_models())")
-
-
-def _is_registered(model: str) -> bool:
-    from mgiad.models.registry import list_models
-
-    return model in list_models()
-
-
-def _canonical_dataset(name: str) -> str:
-    """The canonical dataset name of ``name`` or an alias (``ValueError`` if unknown)."""
-    try:
-        from mgiad.data.datasets import canonical_name
-    except ImportError:  # data module unavailable: accept exactly the canonical names
-        if name in KNOWN_DATASETS:
-            return name
-        close = difflib.get_close_matches(name, KNOWN_DATASETS, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ValueError(f"dataset={name!r} is not known{hint} (allowed: {', '.join(KNOWN_DATASETS)})") from None
-    return canonical_name(name)
-
-
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and math.isfinite(x)
-
-
-def _valid_device(device: str) -> bool:
-    return valid_device(device)
-
-
-def _model_hyperparameters(model: str) -> list[str]:
-    """Hyper-parameters of a registered model (none for an unknown name)."""
-    from mgiad.models.registry import model_hyperparameters
-
-    try:
-        return [k for k in model_hyperparameters(model) if k not in _DATA_DERIVED_KWARGS]
-    except ValueError:
-        return []

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import NEUTRAL_KEYS, RunConfig
+from .config import RunConfig
 from .lock import RunLock
+from .trajectory import NEUTRAL_KEYS, trajectory_changes
 
 #: Keys a resumed run may change: they do not alter the training trajectory.
 RESUME_MUTABLE = NEUTRAL_KEYS
@@ -36,9 +37,8 @@ def resume_config(run_dir: Path, cfg: RunConfig | None) -> RunConfig:
     if cfg is None:
         return saved
     cfg = cfg.resolved()
-    # Compare the JSON forms: a tuple given in Python equals the list config.json holds.
-    new, old = cfg.to_dict(), saved.resolved().to_dict()
-    changed = [k for k in RunConfig.keys() if k not in RESUME_MUTABLE and new[k] != old[k]]
+    # Compared in their JSON forms: a tuple given in Python equals the list config.json holds.
+    changed = trajectory_changes(saved, cfg)
     if changed:
         diffs = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ValueError(
