@@ -5,6 +5,7 @@ channels and size from the data, a recorded stratified split, a decode cache; `m
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,102 @@ def test_train_eval_predict_on_an_image_folder(tmp_path, capsys) -> None:
     assert cli.main(["predict", str(run), str(root / "dog" / "000.png"), "--topk", "3"]) == 0
     line = capsys.readouterr().out
     assert "000.png" in line and all(c in line for c in ("cat", "dog", "emu"))
+
+
+# -- folders of mixed sizes: imagefolder:PATH?size=N[,crop_pct=F][,interpolation=...] --------
+
+
+def _mixed(root: Path) -> Path:
+    """Two classes of 48x40, 40x48, 33x37 and 32x32 images (class b's a bright band)."""
+    rng = np.random.default_rng(3)
+    for k, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i, (w, h) in enumerate([(48, 40), (40, 48), (33, 37), (32, 32)] * 2):
+            a = rng.integers(0, 200, size=(h, w, 3), dtype=np.uint8)
+            a[10 * k: 10 * k + 6] = 250
+            Image.fromarray(a).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def _timm_pixels(path: Path, size: int, crop_pct: float, interpolation: str) -> np.ndarray:
+    """timm's eval resize and centre crop (before ToTensor) of a file, as uint8 HWC."""
+    from timm.data import create_transform
+
+    t = create_transform(input_size=(3, size, size), is_training=False, crop_pct=crop_pct,
+                         interpolation=interpolation, crop_mode="center")
+    resize_crop = [s for s in t.transforms if type(s).__name__ in ("Resize", "CenterCrop")]
+    assert len(resize_crop) == 2, t  # timm builds Resize(int) + CenterCrop for these settings
+    img = Image.open(path).convert("RGB")
+    for step in resize_crop:
+        img = step(img)
+    return np.asarray(img)
+
+
+def test_mixed_sizes_are_an_error_that_names_the_option(tmp_path) -> None:
+    root = _mixed(tmp_path / "mixed")
+    with pytest.raises(DataError) as e:
+        load_dataset(f"imagefolder:{root}")
+    text = str(e.value)
+    assert "\n" not in text and "01.png is 40x48 but" in text and "00.png is 48x40" in text
+    assert f"--dataset 'imagefolder:{root}?size=32'" in text  # the smallest side: none enlarged
+
+
+@pytest.mark.parametrize("options, crop_pct, interpolation", [
+    ("size=32", 1.0, "bilinear"),
+    ("size=24,crop_pct=0.875,interpolation=bicubic", 0.875, "bicubic"),
+])
+def test_size_option_is_timms_eval_resize_and_crop(tmp_path, options, crop_pct, interpolation) -> None:
+    root = _mixed(tmp_path / "mixed")
+    _folder(tmp_path / "given" / "train", {"a": 3, "b": 3}, size=(48, 40))
+    _folder(tmp_path / "given" / "test", {"a": 2, "b": 2}, size=(40, 48), seed=1)
+    size = int(options.split(",")[0].split("=")[1])
+    data = load_dataset(f"imagefolder:{tmp_path / 'given'}?{options}")
+    assert data.image_size == size and data.x_train.shape[1:] == (size, size, 3)
+    assert f"centre-cropped {size}x{size}" in data.source
+    files = sorted((tmp_path / "given" / "test").rglob("*.png"))
+    for row, f in zip(data.x_test.numpy(), files):
+        np.testing.assert_array_equal(row, _timm_pixels(f, size, crop_pct, interpolation))
+    mixed = load_dataset(f"imagefolder:{root}?{options}")
+    assert len(mixed.y_train) + len(mixed.y_test) == 16 and mixed.x_test.shape[1:] == (size, size, 3)
+
+
+def test_the_decode_cache_keys_on_the_options(tmp_path, monkeypatch, capsys) -> None:
+    root = _mixed(tmp_path / "mixed")
+    s32 = load_dataset(f"imagefolder:{root}?size=32")
+    s20 = load_dataset(f"imagefolder:{root}?size=20")
+    s32b = load_dataset(f"imagefolder:{root}?size=32,interpolation=bicubic")
+    assert s20.image_size == 20 and not torch.equal(s32.x_train, s32b.x_train)
+    assert capsys.readouterr().out.count("decoded 16 images") == 3
+    monkeypatch.setattr(custom, "_decode", lambda *a: pytest.fail("decoded again"))
+    again = load_dataset(f"imagefolder:{root}?size=32,crop_pct=1.0")  # the same options
+    assert torch.equal(again.x_train, s32.x_train) and again.name == f"imagefolder:{root}?size=32"
+
+
+@pytest.mark.parametrize("name, canonical", [
+    ("imagefolder:d?size=32", "imagefolder:{}/d?size=32"),
+    ("imagefolder:d?size=32&crop_pct=1&interpolation=bilinear", "imagefolder:{}/d?size=32"),
+    ("imagefolder:d?SIZE=32,crop-pct=0.875,interpolation=BICUBIC",
+     "imagefolder:{}/d?size=32,crop_pct=0.875,interpolation=bicubic"),
+    ("imagefolder:d?x", "imagefolder:{}/d?x"),  # a '?' without options is part of the path
+])
+def test_option_names_are_canonical(tmp_path, monkeypatch, name, canonical) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert custom.canonical_custom(name) == canonical.format(tmp_path)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("imagefolder:d?size=0", "size=0: the side of the square crop, an integer >= 1"),
+    ("imagefolder:d?size=big", "size='big' is not an integer"),
+    ("imagefolder:d?size=32,crop_pct=1.5", "crop_pct=1.5: a fraction in (0, 1]"),
+    ("imagefolder:d?size=32,interpolation=nearest", "one of bilinear, bicubic"),
+    ("imagefolder:d?size=32,resize=1", "unknown option 'resize=1'; the options are size, crop_pct"),
+    ("imagefolder:d?crop_pct=0.9", "go with size=N"),
+    ("npz:d.npz?size=32", "apply to imagefolder: only"),
+])
+def test_bad_options_are_one_line_naming_the_form(tmp_path, capsys, name, message) -> None:
+    with pytest.raises(DataError, match=re.escape(message)) as e:
+        custom.canonical_custom(name)
+    assert "\n" not in str(e.value) and "imagefolder:PATH?size=N" in str(e.value) or "npz" in name
+    code = cli.main(["train", f"--dataset={name}", *TINY_ARGS, f"--out_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err

@@ -89,9 +89,13 @@ def add_commands(sub: Any) -> None:
                        description="Print the top-k classes of each image file, with a run's "
                        "checkpoint (predict RUN_DIR IMAGE...) or published weights (predict "
                        "--model NAME --pretrained IMAGE...). Images are read as for training "
-                       "(EXIF orientation applied, 16-bit grey scaled) and resized to the model's "
-                       "input size. A file that cannot be read is named on stderr and the others "
-                       "are predicted: exit status 1 if some could not be read, 2 if none.")
+                       "(EXIF orientation applied, 16-bit grey scaled) and prepared as evaluation "
+                       "prepares the test split (timm's eval transform): the shorter side resized "
+                       "to the model's input size (divided by crop_pct if the data set names one), "
+                       "the centre cropped, normalised with the checkpoint's mean/std; one line on "
+                       "stderr says what was done. A file that cannot be read is named on stderr "
+                       "and the others are predicted: exit status 1 if some could not be read, 2 "
+                       "if none.")
     p.add_argument("inputs", nargs="+", metavar="[RUN_DIR_OR_CHECKPOINT] IMAGE")
     p.add_argument("--model", metavar="NAME", help="a model with published weights (with --pretrained)")
     p.add_argument("--pretrained", action="store_true", help="use the published weights of --model")
@@ -317,10 +321,13 @@ def max_image_pixels(flag: int | None = None) -> int:
 
 
 def load_image(path: str | Path, *, size: int, channels: int,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
-    """An image file as a (size, size, channels) uint8 tensor (grey or RGB, bilinear resize),
-    decoded as the image-folder loader decodes it (:mod:`mgiad.data.images`: EXIF orientation
-    applied, 16-bit grey scaled, multi-frame files refused).
+               max_pixels: int = MAX_IMAGE_PIXELS, resize: Any = None) -> Any:
+    """An image file as a (size, size, channels) uint8 tensor (grey or RGB), decoded as the
+    image-folder loader decodes it (:mod:`mgiad.data.images`: EXIF orientation applied, 16-bit
+    grey scaled, multi-frame files refused), then resized and centre-cropped as evaluation does:
+    ``resize`` (a :class:`mgiad.data.images.CentreCrop` of ``size``; default
+    ``CentreCrop(size)``: shorter side to ``size``, bilinear, the centre ``size x size``; an image
+    of that size is left as it is).
 
     An image of more than ``max_pixels`` pixels is refused before it is decoded.
     """
@@ -328,7 +335,11 @@ def load_image(path: str | Path, *, size: int, channels: int,
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from mgiad.data.images import open_image
+    from mgiad.data.images import CentreCrop, open_image
+
+    resize = resize if resize is not None else CentreCrop(int(size))
+    if resize.size != size:
+        raise ValueError(f"resize to {resize.size} but size={size}")
 
     guard = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our limit below replaces PIL's (a traceback without a fix)
@@ -340,9 +351,7 @@ def load_image(path: str | Path, *, size: int, channels: int,
                 f"image {path} is {w}x{h} = {w * h:,} pixels, more than the limit of "
                 f"{max_pixels:,}; if you trust the file, raise the limit with --max-pixels "
                 f"{w * h} or ${ENV_MAX_PIXELS}={w * h}")
-        img = open_image(path).convert("L" if channels == 1 else "RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+        img = resize(open_image(path).convert("L" if channels == 1 else "RGB"))
         array = np.asarray(img, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
@@ -351,6 +360,18 @@ def load_image(path: str | Path, *, size: int, channels: int,
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array)
+
+
+def _predict_preparation(header: dict[str, Any], size: int, published: bool) -> tuple[Any, str]:
+    """The resize and crop of ``mgiad predict`` (as evaluation prepared the checkpoint's data:
+    :func:`mgiad.data.custom.predict_resize`) and the line that says what is done to a file."""
+    from mgiad.data.custom import predict_resize
+
+    resize = predict_resize(str(header.get("dataset", "")), size)
+    pad = header.get("pad_to")
+    padded = f", zero-padded to {pad}x{pad}" if pad and int(pad) != size else ""
+    whose = "the published weights'" if published else "the checkpoint's"
+    return resize, f"{resize.describe()}{padded}, normalised with {whose} mean/std"
 
 
 def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
@@ -378,6 +399,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     classes = list(header.get("classes") or [str(i) for i in range(header["num_classes"])])
     mean, std = _normalisation(header, source)
     transform = BatchAugment(mean=mean, std=std, pad_to=header.get("pad_to")).test
+    resize, how = _predict_preparation(header, size, published is not None)
     k = min(args.topk, len(classes))
     results: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -387,13 +409,17 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
         loaded = []
         for path in images[start:start + args.batch]:
             try:
-                loaded.append((path, load_image(path, size=size, channels=channels, max_pixels=max_pixels)))
+                loaded.append((path, load_image(path, size=size, channels=channels,
+                                                max_pixels=max_pixels, resize=resize)))
             except ValueError as e:  # one line per file that cannot be read; the others go on
                 errors.append(str(e))
                 if len(images) > 1:
                     print(f"mgiad predict: error: {e}", file=sys.stderr, flush=True)
         if not loaded:
             continue
+        if how:  # once, when something is predicted (an input error stays one line)
+            print(f"mgiad predict: {how}", file=sys.stderr, flush=True)
+            how = ""
         with torch.no_grad():
             x = torch.stack([t for _, t in loaded]).to(device)
             top_p, top_i = torch.softmax(model(transform(x)).float(), dim=1).cpu().topk(k, dim=1)

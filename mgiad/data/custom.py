@@ -6,7 +6,13 @@
   decoded once with Pillow into uint8 (1 channel if every image is greyscale, else RGB; alpha is
   dropped) and cached as an ``.npz`` under ``~/.cache/mgiad/imagefolder`` (``$MGIAD_CACHE_DIR``),
   keyed by the files' names, sizes and modification times, so a second run does not decode again.
-  All images must have one size: the model sees them as they are.
+  All images must have one size (the model sees them as they are), unless the name asks for a
+  resize: ``imagefolder:PATH?size=N[,crop_pct=F][,interpolation=bilinear|bicubic]`` resizes
+  each image's shorter side to ``floor(N / crop_pct)`` and crops the centre ``N x N`` (timm's
+  evaluation transform, :class:`mgiad.data.images.CentreCrop`; crop_pct 1.0 and bilinear by
+  default), the same for the train and test splits; the cache is keyed by these options too.
+  The options are part of the data set's name, so a run, its checkpoint, ``mgiad eval`` and
+  ``mgiad predict`` read the data the same way (quote the name in a shell: ``?`` is a glob).
 - ``npz:PATH``: one ``.npz`` with ``x`` (N, H, W[, C]) uint8 and ``y`` (N,) integer labels (a
   made split), or ``x_train``, ``y_train``, ``x_test``, ``y_test`` (a given split); optional
   ``classes`` (or ``class_names``/``label_names``). Read with ``allow_pickle=False``.
@@ -22,11 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .images import DEFAULT_CROP_PCT, INTERPOLATIONS, CentreCrop
 from .spec import (
     NPZ_ERRORS,
     CorruptDatasetError,
@@ -36,8 +44,8 @@ from .spec import (
     npz_error,
 )
 
-__all__ = ["CUSTOM_PREFIXES", "ENV_CACHE_DIR", "TEST_FRACTION", "is_custom", "canonical_custom",
-           "load_custom"]
+__all__ = ["CUSTOM_PREFIXES", "ENV_CACHE_DIR", "IMAGEFOLDER_OPTIONS", "TEST_FRACTION", "is_custom",
+           "canonical_custom", "load_custom", "predict_resize", "split_options"]
 
 CUSTOM_PREFIXES = ("imagefolder:", "npz:")
 ENV_CACHE_DIR = "MGIAD_CACHE_DIR"
@@ -52,24 +60,105 @@ def is_custom(name: str) -> bool:
     return isinstance(name, str) and name.startswith(CUSTOM_PREFIXES)
 
 
+#: the options of ``imagefolder:PATH?size=N,crop_pct=F,interpolation=NAME`` (the doc of each)
+IMAGEFOLDER_OPTIONS = {
+    "size": "N: resize and centre-crop every image to N x N",
+    "crop_pct": f"F in (0, 1]: resize the shorter side to floor(N / F) first (default {DEFAULT_CROP_PCT:g})",
+    "interpolation": f"{' or '.join(INTERPOLATIONS)} (default bilinear)",
+}
+_OPTIONS_HINT = ("imagefolder:PATH?size=N[,crop_pct=F][,interpolation=bilinear|bicubic], e.g. "
+                 "--dataset 'imagefolder:/data/pets?size=32'")
+
+
+def split_options(name: str) -> tuple[str, CentreCrop | None]:
+    """(``kind:PATH``, the resize its options ask for, or None) of a custom data set's name.
+
+    Options follow the last ``?`` as ``key=value`` pairs separated by ``,`` (or ``&``); a ``?``
+    followed by no ``=`` is part of the path. Unknown keys, bad values and options on ``npz:``
+    are :class:`DataError` naming the form.
+    """
+    kind, _, path = name.partition(":")
+    head, sep, query = path.rpartition("?")
+    if not sep or "=" not in query:
+        return name, None
+    values: dict[str, str] = {}
+    for item in filter(None, re.split(r"[,&]", query)):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if not eq or key not in IMAGEFOLDER_OPTIONS:
+            raise DataError(f"dataset={name!r}: unknown option {item!r}; the options are "
+                            f"{', '.join(IMAGEFOLDER_OPTIONS)}: {_OPTIONS_HINT}")
+        values[key] = value.strip()
+    base = f"{kind}:{head}"
+    if kind != "imagefolder":
+        raise DataError(f"dataset={name!r}: options ({query}) apply to imagefolder: only; an "
+                        f"npz file holds images of one size already (give {base})")
+    if "size" not in values:
+        raise DataError(f"dataset={name!r}: crop_pct and interpolation go with size=N (the crop's "
+                        f"side): {_OPTIONS_HINT}")
+    numbers = {}
+    for key, kind_of in (("size", int), ("crop_pct", float)):
+        if key in values:
+            try:
+                numbers[key] = kind_of(values[key])
+            except ValueError:
+                raise DataError(f"dataset={name!r}: {key}={values[key]!r} is not "
+                                f"{'an integer' if kind_of is int else 'a number'}; "
+                                f"{_OPTIONS_HINT}") from None
+    try:
+        return base, CentreCrop(numbers["size"], numbers.get("crop_pct", DEFAULT_CROP_PCT),
+                                values.get("interpolation", "bilinear").lower())
+    except ValueError as e:
+        raise DataError(f"dataset={name!r}: {e}; {_OPTIONS_HINT}") from None
+
+
+def _option_text(resize: CentreCrop | None) -> str:
+    """The canonical ``?size=N[,crop_pct=F][,interpolation=bicubic]`` (defaults left out)."""
+    if resize is None:
+        return ""
+    text = f"?size={resize.size}"
+    if resize.crop_pct != DEFAULT_CROP_PCT:
+        text += f",crop_pct={float(resize.crop_pct)!r}"
+    if resize.interpolation != "bilinear":
+        text += f",interpolation={resize.interpolation}"
+    return text
+
+
 def canonical_custom(name: str) -> str:
-    """``imagefolder:PATH`` / ``npz:PATH`` with PATH absolute (runs record where the data are)."""
+    """``imagefolder:PATH`` / ``npz:PATH`` with PATH absolute (runs record where the data are),
+    and the resize options, if any, in their canonical form (``?size=N``, defaults left out)."""
     kind, _, path = name.partition(":")
     if not path:
         raise DataError(f"dataset={name!r}: give the path after '{kind}:', e.g. {kind}:/data/pets")
-    return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
+    base, resize = split_options(name)
+    path = base.partition(":")[2]
+    if not path:
+        raise DataError(f"dataset={name!r}: give the path before the options: {_OPTIONS_HINT}")
+    return f"{kind}:{os.path.abspath(os.path.expanduser(path))}{_option_text(resize)}"
 
 
 def load_custom(name: str) -> ImageData:
-    """Load ``imagefolder:PATH`` or ``npz:PATH`` (see the module docstring)."""
+    """Load ``imagefolder:PATH[?size=N,...]`` or ``npz:PATH`` (see the module docstring)."""
     name = canonical_custom(name)
-    kind, _, path = name.partition(":")
+    base, resize = split_options(name)
+    kind, _, path = base.partition(":")
     root = Path(path)
     if not root.exists():
         raise DatasetNotFoundError(f"dataset={name!r}: {root} does not exist")
     if kind == "npz":
         return _load_npz(name, root)
-    return _load_image_folder(name, root)
+    return _load_image_folder(name, root, resize)
+
+
+def predict_resize(dataset: str, image_size: int) -> CentreCrop:
+    """The resize and crop that prepares a file as the test split of ``dataset`` was prepared,
+    for a model of input ``image_size`` (a checkpoint's ``dataset`` and ``image_size``): the
+    options of ``imagefolder:PATH?size=N,...``, else ``CentreCrop(image_size)`` (crop_pct 1.0,
+    bilinear), which leaves an image of the training size as it is."""
+    resize = split_options(dataset)[1] if is_custom(dataset) else None
+    if resize is not None and resize.size == image_size:
+        return resize
+    return CentreCrop(int(image_size))
 
 
 # -- npz --------------------------------------------------------------------------------------
@@ -158,7 +247,7 @@ def _files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     return files, labels
 
 
-def _load_image_folder(name: str, root: Path) -> ImageData:
+def _load_image_folder(name: str, root: Path, resize: CentreCrop | None = None) -> ImageData:
     if not root.is_dir():
         raise DataError(f"dataset={name!r}: {root} is not a directory (imagefolder: takes a folder "
                         "with one sub-folder of images per class)")
@@ -183,7 +272,7 @@ def _load_image_folder(name: str, root: Path) -> ImageData:
         if empty and not given:
             raise DataError(f"{where}: the class folder(s) {', '.join(classes[i] for i in empty)} "
                             "hold no images")
-    arrays = _decode_cached(root, parts, classes)
+    arrays = _decode_cached(root, parts, classes, resize)
     if given:
         x_tr, y_tr, x_te, y_te = arrays
         split = f"split given ({split_dirs[0].name}/ and {split_dirs[1].name}/)"
@@ -191,12 +280,18 @@ def _load_image_folder(name: str, root: Path) -> ImageData:
         x, y = arrays[0], arrays[1]
         (x_tr, y_tr), (x_te, y_te), split = _made_split(root, x, y)
     _check_classes(root, y_tr, classes)
+    resized = f", {resize.describe()}" if resize is not None else ""
     return _image_data(name, x_tr, y_tr, x_te, y_te, classes,
-                       f"{root} (image folder, {len(classes)} classes, {split})")
+                       f"{root} (image folder, {len(classes)} classes, {split}{resized})")
 
 
-def _cache_file(root: Path, parts: list[tuple[list[Path], list[int]]]) -> Path:
-    h = hashlib.sha256(json.dumps([_CACHE_VERSION, str(root)]).encode())
+def _cache_file(root: Path, parts: list[tuple[list[Path], list[int]]],
+                resize: CentreCrop | None = None) -> Path:
+    """The cache of these files decoded (and resized as ``resize`` says: a key of the hash)."""
+    key: list = [_CACHE_VERSION, str(root)]
+    if resize is not None:  # without a resize the key is as before (caches stay valid)
+        key.append([resize.size, float(resize.crop_pct), resize.interpolation])
+    h = hashlib.sha256(json.dumps(key).encode())
     for files, labels in parts:
         for f, label in zip(files, labels):
             st = f.stat()
@@ -206,19 +301,20 @@ def _cache_file(root: Path, parts: list[tuple[list[Path], list[int]]]) -> Path:
 
 
 def _decode_cached(root: Path, parts: list[tuple[list[Path], list[int]]],
-                   classes: list[str]) -> list[np.ndarray]:
+                   classes: list[str], resize: CentreCrop | None = None) -> list[np.ndarray]:
     """[x, y] (or [x_train, y_train, x_test, y_test]) decoded once, then read from the cache."""
-    cache = _cache_file(root, parts)
+    cache = _cache_file(root, parts, resize)
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return [z[f"a{i}"] for i in range(2 * len(parts))]
         except (*NPZ_ERRORS, KeyError):
             pass  # a damaged cache is decoded again and rewritten
-    decoded = _decode(parts)
+    decoded = _decode(parts, resize, root)
     first = decoded[0]
+    how = f"; {resize.describe()}" if resize is not None else ""
     print(f"mgiad: decoded {sum(len(p[0]) for p in parts):,} images of {root} "
-          f"({first.shape[1]}x{first.shape[2]}, {first.shape[3]} channel(s)); cached in {cache}")
+          f"({first.shape[2]}x{first.shape[1]}, {first.shape[3]} channel(s){how}); cached in {cache}")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
@@ -231,7 +327,8 @@ def _decode_cached(root: Path, parts: list[tuple[list[Path], list[int]]],
     return decoded
 
 
-def _decode(parts: list[tuple[list[Path], list[int]]]) -> list[np.ndarray]:
+def _decode(parts: list[tuple[list[Path], list[int]]], resize: CentreCrop | None = None,
+            root: Path | None = None) -> list[np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
     from .images import ImageDecodeError, decode
@@ -240,7 +337,7 @@ def _decode(parts: list[tuple[list[Path], list[int]]]) -> list[np.ndarray]:
     for files, _ in parts:
         for f in files:
             try:  # EXIF orientation applied, 16-bit grey scaled, multi-frame refused (images.py)
-                images.append((f, decode(f)))
+                images.append((f, decode(f, resize=resize)))
             except ImageDecodeError as e:
                 raise CorruptDatasetError(f"{e}; remove or replace it") from None
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
@@ -249,9 +346,13 @@ def _decode(parts: list[tuple[list[Path], list[int]]]) -> list[np.ndarray]:
     size = images[0][1].shape[:2]
     for f, a in images:
         if a.shape[:2] != size:
+            n = min(min(b.shape[:2]) for _, b in images)  # no image enlarged
             raise DataError(
                 f"{f} is {a.shape[1]}x{a.shape[0]} but {images[0][0]} is {size[1]}x{size[0]}: an "
-                "image folder must hold images of one size (resize them first, e.g. to 32x32)")
+                "image folder must hold images of one size, or name a resize and centre crop in "
+                f"the data set, e.g. --dataset 'imagefolder:{root or 'PATH'}?size={n}' (shorter "
+                f"side to {n}, then the centre {n}x{n}; options crop_pct=F, "
+                "interpolation=bicubic)")
     rgb = any(a.ndim == 3 for _, a in images)
     out: list[np.ndarray] = []
     start = 0

@@ -16,10 +16,20 @@ Pillow alone gets three kinds of file silently wrong; here:
 Everything else is converted by Pillow: palette, CMYK, YCbCr and 1-bit images to grey (``L``)
 or ``RGB``; an alpha channel is dropped (the colours as stored). 16-bit RGB PNGs are reduced to 8
 bits by Pillow itself (by scaling).
+
+:class:`CentreCrop` is the one resize of the package: image folders of mixed sizes
+(``imagefolder:PATH?size=N``) and ``mgiad predict`` both go through it, so a file predicted is
+prepared as the test split evaluated. It is timm's evaluation transform (``crop_mode="center"``)
+on a PIL image: the shorter side to ``floor(size / crop_pct)`` (the longer side scaled to keep the
+aspect ratio, truncated to an integer, as ``torchvision.transforms.Resize(int)``), Pillow's
+bilinear or bicubic filter (antialiased when shrinking, as torchvision on PIL images), then the
+centre ``size x size`` (torchvision's ``CenterCrop`` offsets, ``round((H - size) / 2)``).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,18 +78,84 @@ def open_image(src: str | Path | IO[bytes], *, name: str | None = None) -> Any:
     return img
 
 
+#: the filters of :class:`CentreCrop`, by the names timm's ``interpolation`` uses
+INTERPOLATIONS = ("bilinear", "bicubic")
+#: crop_pct when none is given: 1.0, the models' ``pretrained_cfg`` (small images: nothing lost)
+DEFAULT_CROP_PCT = 1.0
+
+
+@dataclass(frozen=True)
+class CentreCrop:
+    """timm's evaluation resize and crop: shorter side to ``floor(size / crop_pct)``, then the
+    centre ``size x size`` (see the module docstring).
+
+    ``crop_pct`` is in (0, 1]: 1.0 (the default, as the models' ``pretrained_cfg`` says) keeps
+    the whole shorter side; timm's ImageNet default 0.875 first enlarges by 1/0.875 and so crops a
+    margin. ``interpolation`` is ``"bilinear"`` (the default) or ``"bicubic"``.
+    """
+
+    size: int
+    crop_pct: float = DEFAULT_CROP_PCT
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size={self.size!r}: the side of the square crop, an integer >= 1")
+        if not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
+            raise ValueError(f"crop_pct={self.crop_pct!r}: a fraction in (0, 1] (1.0 keeps the "
+                             "whole shorter side; timm's ImageNet default is 0.875)")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r}: one of "
+                             f"{', '.join(INTERPOLATIONS)}")
+
+    @property
+    def scale_size(self) -> int:
+        """The shorter side after the resize: timm's ``math.floor(img_size / crop_pct)``."""
+        return math.floor(self.size / self.crop_pct)
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize: torchvision's ``Resize(scale_size)`` rule."""
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.scale_size, int(self.scale_size * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def __call__(self, img: Any) -> Any:
+        """The PIL image resized and centre-cropped (a ``size x size`` PIL image)."""
+        from PIL import Image
+
+        w, h = self.resized(*img.size)
+        if (w, h) != img.size:
+            resample = Image.BICUBIC if self.interpolation == "bicubic" else Image.BILINEAR
+            img = img.resize((w, h), resample)
+        if (w, h) != (self.size, self.size):
+            top = int(round((h - self.size) / 2.0))
+            left = int(round((w - self.size) / 2.0))
+            img = img.crop((left, top, left + self.size, top + self.size))
+        return img
+
+    def describe(self) -> str:
+        pct = "" if self.crop_pct == 1 else f", crop_pct {self.crop_pct:g}"
+        return (f"resized shorter side to {self.scale_size} ({self.interpolation}{pct}), "
+                f"centre-cropped {self.size}x{self.size}")
+
+
 def decode(src: str | Path | IO[bytes], *, channels: int | None = None,
-           name: str | None = None) -> np.ndarray:
+           name: str | None = None, resize: CentreCrop | None = None) -> np.ndarray:
     """The image as uint8 pixels: (H, W) for one channel, (H, W, 3) for three.
 
     ``channels=None`` keeps grey images grey and makes everything else RGB; 1 or 3 converts
-    (RGB to grey with Pillow's ITU-R 601 luma, grey to RGB by repetition).
+    (RGB to grey with Pillow's ITU-R 601 luma, grey to RGB by repetition). ``resize``: a
+    :class:`CentreCrop` applied after the conversion (the result is ``size x size``).
     """
     img = open_image(src, name=name)
     grey = is_grey(img.mode) if channels is None else channels == 1
     if channels not in (None, 1, 3):
         raise ValueError(f"channels={channels!r}: 1 (grey) or 3 (RGB)")
-    return np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8)
+    img = img.convert("L" if grey else "RGB")
+    if resize is not None:
+        img = resize(img)
+    return np.asarray(img, dtype=np.uint8)
 
 
-__all__ = ["GREY_MODES", "ImageDecodeError", "decode", "is_grey", "open_image"]
+__all__ = ["DEFAULT_CROP_PCT", "GREY_MODES", "INTERPOLATIONS", "CentreCrop", "ImageDecodeError",
+           "decode", "is_grey", "open_image"]
