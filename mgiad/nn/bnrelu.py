@@ -7,11 +7,11 @@ kernels available, and ``F.relu(bn(x)) (+ residual)`` everywhere else. :func:`co
 also drops σ(BN(x)) from what the following convolution keeps for backward and recomputes it
 there from x (one pass), so a smoothing step keeps three feature maps instead of five.
 
-``MGIAD_FUSED_BN=0`` turns both off (as do ``MGIAD_NATIVE=0``, ONNX export and
-:func:`mgiad.ops.export.builtin_kernels`). They also step aside for a BatchNorm that is not the
-standard affine one with running statistics and a momentum, under autocast, and when any
-forward hook could observe the BatchNorm module (its own or a global one), so that hooks see
-what they always see.
+``MGIAD_FUSED_BN=0`` turns both off (as do ``MGIAD_NATIVE=0``, ONNX export,
+:func:`mgiad.ops.export.builtin_kernels`, the ``torch.func`` transforms and fx tracing). They
+also step aside for a BatchNorm that is not the standard affine one with running statistics
+and a momentum, under autocast, and when any forward hook could observe the BatchNorm module
+(its own or a global one), so that hooks see what they always see.
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ def _hooked(bn: nn.Module) -> bool:
 
 
 def applies(bn: nn.Module, x: Tensor, residual: Tensor | None = None) -> bool:
-    """Whether :func:`bn_relu` runs the fused operator for these arguments."""
-    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
+    """Whether :func:`bn_relu` runs the fused operator for these arguments (the ``torch.func``
+    transforms and fx tracing asked first: :func:`mgiad.ops.export.fast_paths_off`)."""
+    return (not fast_paths_off(x, residual)
+            and type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
             and bn.momentum is not None and bn.weight.dtype == torch.float32 and not _hooked(bn)
             and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous(memory_format=CL) and x.numel() > 0
             and (not bn.training or x.numel() // x.shape[1] > 1)  # else BatchNorm's own error
             and (residual is None or (residual.dtype == torch.float32 and residual.shape == x.shape
                                       and residual.is_contiguous(memory_format=CL)))
-            and not torch.is_autocast_enabled("cpu") and not fast_paths_off() and enabled()
+            and not torch.is_autocast_enabled("cpu") and enabled()
             and native.active())
 
 

@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import torch
+import torch.fx
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -78,7 +79,14 @@ def check_divides(name: str, g: int, width: int, where: str) -> None:
 
 
 def check_input(x: torch.Tensor, in_chans: int) -> None:
-    """Forward-time check: a 4-D batch with the model's number of input channels."""
+    """Forward-time check: a 4-D batch with the model's number of input channels.
+
+    Skipped while ``torch.fx`` traces symbolically: an ``fx.Proxy`` has no shape to test (and
+    the test, a Python branch, would stop the trace); the traced graph runs the layers, which
+    refuse a wrong input themselves. Shapes are known to every other tracer and transform.
+    """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.dim() != 4:
         raise ValueError(
             f"expected a 4-D input batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}"

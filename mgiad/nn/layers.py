@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgiad.ops.export import NotScriptable
 from mgiad.ops.groupconv import applies as _native_applies
 from mgiad.ops.groupconv import group_conv3x3
 from mgiad.ops.poolconv import applies as _pool_applies
@@ -25,7 +26,7 @@ def conv3(c_in: int, c_out: int, groups: int = 1, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
-class DepthwisePool(nn.Conv2d):
+class DepthwisePool(NotScriptable, nn.Conv2d):
     """Learnable depthwise pooling (paper §IV "Baselines"): 3×3, stride 2, groups=c_in.
 
     Used for both Π and R; it holds 9·c_out weights. On the CPU a float32 channels_last input
@@ -48,7 +49,7 @@ def depthwise_pool(c_in: int, c_out: int) -> DepthwisePool:
     return DepthwisePool(c_in, c_out)
 
 
-class GroupConv3x3(nn.Conv2d):
+class GroupConv3x3(NotScriptable, nn.Conv2d):
     """A bias-free 3×3 convolution c → c, stride 1, padding 1, grouped or dense: B of a smoother.
 
     On the CPU a float32 channels_last input with 4 or 8 channels per group, outside autocast, runs
@@ -90,7 +91,7 @@ class StockStem(nn.Sequential):
         super().__init__(conv3(in_chans, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
-class Stem(StockStem):
+class Stem(NotScriptable, StockStem):
     """Data lifting: 3×3 conv in_chans→c₁ + BN + ReLU gives the first right-hand side f₁
     (the multigrid networks' stem: σ(BN(·)) fused where it applies)."""
 
@@ -108,7 +109,7 @@ class Head(nn.Sequential):
         super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, num_classes))
 
 
-class Smoother(nn.Module):
+class Smoother(NotScriptable, nn.Module):
     """Smoothing iterations of eq. (3) on one grid with c channels.
 
     Step i computes ``u ← u + σ(BN(B^i σ(BN(f − A u))))`` with σ = ReLU (BN + ReLU after
@@ -168,7 +169,7 @@ class Smoother(nn.Module):
         return u
 
 
-class ResolutionTransfer(nn.Module):
+class ResolutionTransfer(NotScriptable, nn.Module):
     """FAS restriction between resolution levels ℓ → ℓ+1, eqs. (6)–(7).
 
     ``u_{ℓ+1} = Π u_ℓ`` and ``f_{ℓ+1} = R(f_ℓ − A_ℓ u_ℓ) + A_{ℓ+1} u_{ℓ+1}``, with Π and R

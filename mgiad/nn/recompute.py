@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from mgiad.ops.export import transforming
+
 
 @contextmanager
 def _buffers_restored(module: nn.Module) -> Iterator[None]:
@@ -36,8 +38,13 @@ def recompute_in_backward(module: nn.Module, fn: Callable[..., Any], *args: Any)
 
     ``module`` owns every buffer ``fn`` may update (its BatchNorms); they are restored after
     the recomputation.
+
+    Under a ``torch.func`` transform and while ``torch.fx`` traces, ``fn`` runs plainly (same
+    numbers): ``torch.func`` does not run saved-tensor hooks, which the checkpoint is made of,
+    and an fx graph has no backward to recompute in.
     """
-    if not (module.memory_efficient and module.training and torch.is_grad_enabled()):
+    if not (module.memory_efficient and module.training and torch.is_grad_enabled()) \
+            or transforming(*args):
         return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False,
                       context_fn=lambda: (nullcontext(), _buffers_restored(module)))

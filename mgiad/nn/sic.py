@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from mgiad.ops.export import NotScriptable
 from mgiad.ops.pairconv import PairInterpolation, PairRestriction
 
 from .bnrelu import bn_relu
@@ -38,7 +39,7 @@ def channel_hierarchy(channels: int, c_K: int) -> list[int]:
     return levels
 
 
-class SiC(nn.Module):
+class SiC(NotScriptable, nn.Module):
     """Algorithm 2 on in-channel level κ with c_κ channels, recursing to level K.
 
     Symbols: Â_κ, B̂_κ (``smoother.A``, ``smoother.B``) are grouped 3×3 convolutions with

@@ -129,14 +129,15 @@ group_conv3x3_weight_grad.register_autograd(_weight_grad_backward, setup_context
 def applies(x: Tensor, conv: torch.nn.Conv2d, weight: Tensor) -> bool:
     """Whether ``conv(x)`` (with ``weight``) runs the native kernel: a CPU float32 channels_last
     input, no autocast, 3×3, stride 1, padding 1, no dilation or bias, groups of a size the
-    kernels compute, no ONNX export running, and the kernels available (decided, and built, on
-    the first such call)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+    kernels compute, no ONNX export, ``torch.func`` transform or fx trace running
+    (:func:`mgiad.ops.export.fast_paths_off`, asked first), and the kernels available (decided,
+    and built, on the first such call)."""
+    return (not fast_paths_off(x, weight)
+            and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.dim() == 4 and x.is_contiguous(memory_format=CL)
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
             and conv.dilation == (1, 1) and conv.bias is None and conv.padding_mode == "zeros"
             and conv.in_channels == conv.out_channels and conv.groups > 1
             and conv.in_channels // conv.groups in NATIVE_GROUP_SIZES
             and not torch.is_autocast_enabled("cpu")
-            and not fast_paths_off()
             and native.active())

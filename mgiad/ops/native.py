@@ -30,6 +30,8 @@ import shutil
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,22 @@ def requested() -> tuple[str | None, str]:
     return runnable[-1], f"widest build this CPU runs (torch CPU capability {torch.backends.cpu.get_cpu_capability()})"
 
 
+@contextmanager
+def _untraced() -> Iterator[None]:
+    """Outside ``torch.jit.trace``'s recording: when the first model call of a process is being
+    traced, the decision (the build, and the ``isa()`` query of the loaded library, an operator
+    without tensor arguments that the tracer cannot record) must not enter the trace."""
+    state = torch._C._get_tracing_state()
+    if state is None:
+        yield
+        return
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
+
+
 def kernels() -> Any:
     """The ``torch.ops`` namespace of the active kernels, or None (built-in convolution).
 
@@ -189,7 +207,7 @@ def kernels() -> Any:
     """
     if _state.decided:
         return _state.ops
-    with _lock:
+    with _lock, _untraced():
         if _state.decided:
             return _state.ops
         isa, reason = requested()

@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import native
-from .export import fast_paths_off
+from .export import NotScriptable, fast_paths_off
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -137,16 +137,17 @@ pair_spread.register_autograd(_pair_backward(True), setup_context=_save)
 
 def _fast(x: torch.Tensor, w: torch.Tensor) -> bool:
     """CPU, one dtype, no autocast: where the elementwise form was measured and is exact (and
-    no ONNX export, which writes the built-in convolution as ONNX's own Conv)."""
-    return (x.device.type == "cpu" and x.dtype == w.dtype and not torch.is_autocast_enabled("cpu")
-            and not fast_paths_off())
+    no ONNX export, which writes the built-in convolution as ONNX's own Conv, and no
+    ``torch.func`` transform or fx trace: :func:`mgiad.ops.export.fast_paths_off`, asked first)."""
+    return (not fast_paths_off(x) and x.device.type == "cpu" and x.dtype == w.dtype
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-class PairRestriction(nn.Conv2d):
+class PairRestriction(NotScriptable, nn.Conv2d):
     """R̂ or Π̂: 1×1, c → c/2, output j from input channels 2j and 2j+1."""
 
     def __init__(self, channels: int) -> None:
@@ -156,7 +157,7 @@ class PairRestriction(nn.Conv2d):
         return pair_sum(x, self.weight) if _fast(x, self.weight) else super().forward(x)
 
 
-class PairInterpolation(nn.Conv2d):
+class PairInterpolation(NotScriptable, nn.Conv2d):
     """P̂: 1×1, c/2 → 2·(c/2), input channel j to outputs 2j and 2j+1."""
 
     def __init__(self, channels: int) -> None:

@@ -124,13 +124,13 @@ depthwise_pool_weight_grad.register_autograd(_weight_grad_backward, setup_contex
 
 def applies(x: Tensor, conv: torch.nn.Conv2d) -> bool:
     """Whether ``conv(x)`` runs the native kernel: a CPU float32 channels_last input, no autocast,
-    3×3 depthwise stride 2 padding 1 with two outputs per input channel, no ONNX export running,
-    and the kernels available."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+    3×3 depthwise stride 2 padding 1 with two outputs per input channel, no ONNX export,
+    ``torch.func`` transform or fx trace running (asked first), and the kernels available."""
+    return (not fast_paths_off(x)
+            and x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
             and x.dim() == 4 and x.is_contiguous(memory_format=CL)
             and conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
             and conv.dilation == (1, 1) and conv.bias is None and conv.padding_mode == "zeros"
             and conv.groups == conv.in_channels
             and conv.out_channels // conv.in_channels in NATIVE_MULTIPLIERS
-            and not torch.is_autocast_enabled("cpu") and not fast_paths_off()
-            and native.active())
+            and not torch.is_autocast_enabled("cpu") and native.active())
