@@ -179,7 +179,7 @@ def published_cfg(key: str) -> dict[str, Any]:
             "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center", "pool_size": None,
             "first_conv": "stem.0", "classifier": "head.2", "license": "mit",
             "description": f"{model_doc(arch)}; trained on {w.dataset}, {w.test_acc}% test accuracy",
-            "notes": (w.command,)}
+            "notes": (f"trained by: {w.command}", f"sha256: {w.sha256}")}
 
 
 def _published_file(path: Path) -> Weights | None:
@@ -191,11 +191,11 @@ def _published_file(path: Path) -> Weights | None:
     return None
 
 
-def read_state_dict(file: str | Path) -> tuple[dict[str, torch.Tensor], Weights | None]:
-    """The state dict in ``file`` and the published entry it is (None: another file).
+def read_state_dict(file: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``file``.
 
     A packaged file must match its published SHA-256. Other files: safetensors (a plain state
-    dict, or an mgiad checkpoint: its verified model state), else ``torch.load`` with
+    dict; an ``mgiad train`` checkpoint is refused, naming what loads it), else ``torch.load`` with
     ``weights_only=True`` (code in a pickle is refused) unwrapped as timm does (``state_dict_ema``,
     ``model_ema``, ``state_dict``, ``model``; a ``module.`` prefix removed).
     """
@@ -219,12 +219,12 @@ def read_state_dict(file: str | Path) -> tuple[dict[str, torch.Tensor], Weights 
             meta = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
         except ValueError as e:
             raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
-        if meta.get("format") == "mgiad-checkpoint":  # `mgiad train`'s checkpoint: verified
-            from mgiad.training.checkpoint import load_checkpoint
-
-            return load_checkpoint(path).model_state, published
+        if meta.get("format") == "mgiad-checkpoint":
+            raise ValueError(f"{path} is an `mgiad train` checkpoint, not a state dict: load it with "
+                             "mgiad.training.checkpoint.load_model(path), or write its weights with "
+                             "`mgiad export RUN --format safetensors -o DIR` and pass DIR/model.safetensors")
         try:
-            return safetensors.torch.load(data), published
+            return safetensors.torch.load(data)
         except Exception as e:  # safetensors' own SafetensorError for bad layouts
             raise ValueError(f"{path} is not a valid safetensors file: {e}") from None
     try:
@@ -240,7 +240,7 @@ def read_state_dict(file: str | Path) -> tuple[dict[str, torch.Tensor], Weights 
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of names to tensors)")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}, published
+    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
 def adapt_input_conv(in_chans: int, weight: torch.Tensor, base_chans: int = 3) -> torch.Tensor:
@@ -272,22 +272,19 @@ SOURCES = ("state_dict", "file", "url", "hf_hub_id")
 
 
 def load_pretrained(model: nn.Module, cfg: dict[str, Any], *, num_classes: int,
-                    in_chans: int) -> dict[str, Any]:
+                    in_chans: int) -> None:
     """Load the weights ``cfg`` names into ``model`` as timm's ``load_pretrained`` does: from
     ``cfg['state_dict']`` or ``cfg['file']`` (:func:`read_state_dict`: a packaged file hash checked);
     the first conv adapted when ``in_chans`` differs from ``cfg['input_size'][0]``
     (:func:`adapt_input_conv`); the classifier left new when ``num_classes`` differs from
-    ``cfg['num_classes']``. Everything else must fit exactly. Returns what the cfg gains: the
-    hash and recorded accuracy of published weights."""
+    ``cfg['num_classes']``. Everything else must fit exactly (timm would load a partial fit)."""
     name = cfg.get("architecture") or type(model).__name__
-    published = None
     if cfg.get("source") in ("hf-hub", "local-dir"):
         source = cfg["source"]
     elif cfg.get("state_dict"):
         state, where, source = dict(cfg["state_dict"]), "the state_dict of pretrained_cfg", ""
     elif cfg.get("file"):
-        state, published = read_state_dict(cfg["file"])
-        state, where, source = dict(state), str(cfg["file"]), ""
+        state, where, source = dict(read_state_dict(cfg["file"])), str(cfg["file"]), ""
     else:
         source = "url" if cfg.get("url") else "hf_hub_id" if cfg.get("hf_hub_id") else ""
         if not source:
@@ -318,9 +315,6 @@ def load_pretrained(model: nn.Module, cfg: dict[str, Any], *, num_classes: int,
     missing = [k for k in missing if k not in new_head]
     if missing or unexpected:
         raise ValueError(f"{where} does not fit {name}: missing {missing}, unexpected {unexpected}")
-    if published is None:
-        return {}
-    return {"dataset": published.dataset, "test_acc": published.test_acc, "sha256": published.sha256}
 
 
 def pretrained_model(name: str, *, device: Any = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -147,6 +147,8 @@ def create_model(
     from .pretrained import PUBLISHED, SOURCES, load_pretrained, published_cfg, published_key
 
     check_global_pool(global_pool)
+    if not tag and f"{name}.{given.get('tag')}" in PUBLISHED:  # a cfg dict of published weights
+        tag = given["tag"]
     base = None  # the cfg of published weights: named by the tag, or the first of the model's
     if tag:
         base = published_cfg(published_key(name, tag))
@@ -164,12 +166,13 @@ def create_model(
         kwargs.setdefault("in_chans", cfg["input_size"][0])
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
-    if base is None:  # no published weights named: the model describes itself
+    if base is None and hasattr(model, "pretrained_cfg"):  # no published weights: the model's own
         cfg = {**model.pretrained_cfg, "architecture": timm_name(name), **given}
     if pretrained:
-        cfg.update(load_pretrained(model, cfg, num_classes=0 if features_only else model.num_classes,
-                                   in_chans=model.in_chans))
-    model.pretrained_cfg = cfg
+        load_pretrained(model, cfg, num_classes=0 if features_only else model.num_classes,
+                        in_chans=model.in_chans)
+    if cfg:
+        model.pretrained_cfg = cfg
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     if features_only:
