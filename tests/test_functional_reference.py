@@ -55,6 +55,8 @@ CASES = [
      ref.Arch("mgiad", W3, lam=1.5, c_K=6, g_s=6, eta_pre=2, eta_post=2)),
     # the baselines: ResNet20 (option A), ResNet18 (option B), MGIC
     ("resnet20", {"widths": W3}, ref.Arch("resnet", W3, blocks=3, shortcut="A")),
+    # option A where a stage keeps its width: subsampled, no padding (crashed before 2026-12-07)
+    ("resnet20", {"widths": (8, 8, 16)}, ref.Arch("resnet", (8, 8, 16), blocks=3, shortcut="A")),
     ("resnet18", {"widths": R4}, ref.Arch("resnet", R4, blocks=2, shortcut="B")),
     ("resnet18_maxpool", {"widths": R4}, ref.Arch("resnet", R4, blocks=2, shortcut="B", maxpool=True)),
     ("mgic_3lvl", {"widths": W3}, ref.Arch("mgic", W3, blocks=3, g=4, c_K=8)),
@@ -222,7 +224,7 @@ def test_the_reference_catches_a_resnet_block_without_its_final_relu(monkeypatch
     def no_final_relu(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.pad:
+        if self.option_a:
             x = torch.nn.functional.pad(x[:, :, :: self.stride, :: self.stride],
                                         (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
         else:

@@ -149,3 +149,10 @@ def test_count_by_level_and_kind_sum_to_total() -> None:
     assert set(wc.by_level) == {0, 1, 2, 3, 4}
     assert wc.by_kind["A"] == wc.by_kind["B"]
     assert {"Π", "R", "Π̂", "R̂", "P̂", "BN", "stem", "head"} <= set(wc.by_kind)
+
+
+def test_option_a_shortcut_refuses_shrinking_widths() -> None:
+    import mgiad
+
+    with pytest.raises(ValueError, match="shortcut='A' pads channels with zeros, so widths must not shrink"):
+        mgiad.create_model("resnet20", widths=(16, 8, 32))

@@ -27,20 +27,23 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = conv3(c_in, c_out, stride=stride), nn.BatchNorm2d(c_out)
         self.conv2, self.bn2 = conv3(c_out, c_out), nn.BatchNorm2d(c_out)
-        self.pad = 0
+        self.stride, self.pad, self.option_a = stride, 0, False
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             if shortcut == "B":
                 self.shortcut = nn.Sequential(
                     nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
                 )
-            else:
-                self.stride, self.pad = stride, c_out - c_in
+            elif c_out < c_in:
+                raise ValueError(f"shortcut='A' pads channels with zeros, so widths must not shrink "
+                                 f"({c_in} -> {c_out}); use shortcut='B' (a projection)")
+            else:  # the subsampling also applies where the width stays (pad 0)
+                self.option_a, self.pad = True, c_out - c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.pad:  # option A: subsample, then zero-pad the new channels (half each side)
+        if self.option_a:  # option A: subsample, then zero-pad the new channels (half each side)
             x = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
         else:
             x = self.shortcut(x)
