@@ -55,10 +55,10 @@ def test_mlflow_default_store_works_with_the_extra_as_installed(fake_dir, tmp_pa
 
     if importlib.util.find_spec("sqlalchemy") is not None:
         pytest.skip("SQLAlchemy is installed: MLflow's default store works as it is")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):  # restored after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(None)  # MLflow's own default, whatever an earlier test chose
     try:
         assert mlflow.get_tracking_uri().startswith("sqlite")
@@ -70,7 +70,7 @@ def test_mlflow_default_store_works_with_the_extra_as_installed(fake_dir, tmp_pa
         assert [m.step for m in history] == [1, 2]
         assert history[-1].value == pytest.approx(summary["final_test_acc"])
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(None)  # mgiad chose the store for this process: unset it again
 
 
 def test_wandb_offline_run_is_written_under_the_run(fake_dir, tmp_path, monkeypatch) -> None:
