@@ -33,6 +33,18 @@ class ClassifierMixin(NotScriptable):
     ``torch.jit.script(model)`` is refused with the reason and the alternatives
     (:class:`mgiad.ops.export.NotScriptable`)."""
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        """timm's name of ``memory_efficient`` (activation checkpointing)."""
+        return self.memory_efficient
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for activation checkpointing, ``memory_efficient``: the multigrid
+        networks recompute each smoothing step, channel restriction and resolution transfer in
+        backward, the staged networks each block; same outputs, gradients and BatchNorm
+        statistics (in training with gradients)."""
+        self.memory_efficient = bool(enable)
+
     head: nn.Sequential
     num_classes: int
     in_chans: int
@@ -97,9 +109,6 @@ class ClassifierMixin(NotScriptable):
     # timm's training interface ---------------------------------------------------------------
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def no_weight_decay(self) -> set[str]:

@@ -158,17 +158,6 @@ class MultigridNet(ClassifierMixin, nn.Module):
             self._features = self.feature_info[last]["num_chs"]
         return take
 
-    @property
-    def grad_checkpointing(self) -> bool:
-        """timm's name of :attr:`memory_efficient` (activation checkpointing)."""
-        return self.memory_efficient
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """timm's switch for activation checkpointing: :attr:`memory_efficient` (each smoothing
-        step, channel restriction and resolution transfer recomputed in backward; same outputs,
-        gradients and BatchNorm statistics; in training with gradients)."""
-        self.memory_efficient = bool(enable)
-
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm's parameter groups (layer-wise lr decay): the stem, then per resolution level ℓ its
         smoother and the transfer ℓ → ℓ+1 (``coarse``: one group; else two). Finer groups would

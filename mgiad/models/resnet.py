@@ -141,17 +141,6 @@ class StagedNet(ClassifierMixin, nn.Module):
             self._features = self.feature_info[last]["num_chs"]
         return take
 
-    @property
-    def grad_checkpointing(self) -> bool:
-        """timm's name of :attr:`memory_efficient` (activation checkpointing)."""
-        return self.memory_efficient
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """timm's switch for activation checkpointing: each block of each stage keeps only its
-        input for backward and runs again there (in training with gradients; same outputs,
-        gradients and BatchNorm statistics)."""
-        self.memory_efficient = bool(enable)
-
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm's parameter groups (layer-wise lr decay): the stem, then each stage (``coarse``)
         or each block of each stage; the classifier last."""
