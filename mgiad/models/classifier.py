@@ -33,6 +33,24 @@ class ClassifierMixin(NotScriptable):
     ``torch.jit.script(model)`` is refused with the reason and the alternatives
     (:class:`mgiad.ops.export.NotScriptable`)."""
 
+    def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the resolution levels after the last of ``indices`` (and the classifier, as timm
+        does); returns the absolute indices (timm's feature extractors call it)."""
+        total = self._keep_levels(None)
+        take, last = feature_take_indices(total, indices)
+        if last < total - 1:
+            self._keep_levels(last + 1)
+            prune_head = True  # the classifier reads the last level, now gone
+        if prune_head:
+            self.reset_classifier(0)
+            self._features = self.feature_info[last]["num_chs"]
+        return take
+
+    def _keep_levels(self, n: int | None) -> int:  # pragma: no cover - abstract
+        """Keep the first ``n`` resolution levels (all: ``None``); returns how many there were."""
+        raise NotImplementedError
+
     @property
     def grad_checkpointing(self) -> bool:
         """timm's name of ``memory_efficient`` (activation checkpointing)."""

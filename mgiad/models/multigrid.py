@@ -144,19 +144,13 @@ class MultigridNet(ClassifierMixin, nn.Module):
                 intermediates.append(u)
         return intermediates if intermediates_only else (u, intermediates)
 
-    def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
-        """Drop the levels after the last of ``indices`` (and the classifier, as timm does);
-        returns the absolute indices (timm's feature extractors call it)."""
-        take, last = feature_take_indices(len(self.levels), indices)
-        if last < len(self.levels) - 1:
-            self.levels = self.levels[: last + 1]
-            self.transfers = self.transfers[:last]
-            prune_head = True  # the classifier reads the last level, now gone
-        if prune_head:
-            self.reset_classifier(0)
-            self._features = self.feature_info[last]["num_chs"]
-        return take
+    def _keep_levels(self, n: int | None) -> int:
+        """Keep the first ``n`` resolution levels and their transfers (all: ``None``); returns
+        how many there were (:meth:`ClassifierMixin.prune_intermediate_layers`)."""
+        total = len(self.levels)
+        if n is not None:
+            self.levels, self.transfers = self.levels[:n], self.transfers[: n - 1]
+        return total
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm's parameter groups (layer-wise lr decay): the stem, then per resolution level ℓ its

@@ -128,18 +128,13 @@ class StagedNet(ClassifierMixin, nn.Module):
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
 
-    def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
-                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and the classifier, as timm does);
-        returns the absolute indices (timm's feature extractors call it)."""
-        take, last = feature_take_indices(len(self.stages), indices)
-        if last < len(self.stages) - 1:
-            self.stages = self.stages[: last + 1]
-            prune_head = True  # the classifier reads the last stage, now gone
-        if prune_head:
-            self.reset_classifier(0)
-            self._features = self.feature_info[last]["num_chs"]
-        return take
+    def _keep_levels(self, n: int | None) -> int:
+        """Keep the first ``n`` stages (all: ``None``); returns how many there were
+        (:meth:`ClassifierMixin.prune_intermediate_layers`)."""
+        total = len(self.stages)
+        if n is not None:
+            self.stages = self.stages[:n]
+        return total
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm's parameter groups (layer-wise lr decay): the stem, then each stage (``coarse``)
