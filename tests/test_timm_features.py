@@ -298,3 +298,23 @@ def test_group_matcher_and_weight_decay_with_timms_optimizer(name, kw, container
     assert model.no_weight_decay() == set()
     opt = create_optimizer_v2(model, opt="sgd", lr=0.1, weight_decay=1e-4, layer_decay=0.7)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+
+
+@pytest.mark.parametrize("name,kwargs", [("mgiad_3lvl", {"widths": (8, 16, 32), "c_K": 4, "g_s": 4}),
+                                         ("resnet20", {"widths": (4, 8, 16)})])
+def test_prune_intermediate_layers_keeps_the_first_levels(name: str, kwargs: dict) -> None:
+    import mgiad
+
+    model = mgiad.create_model(name, **kwargs).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model.forward_intermediates(x, intermediates_only=True)
+    assert model.prune_intermediate_layers(2) == [1, 2]  # the last two of three levels
+    assert model.num_classes == 0 and model._keep_levels(None) == 3  # nothing dropped: 2 is the last
+    assert model.prune_intermediate_layers([0]) == [0]
+    assert model._keep_levels(None) == 1
+    with torch.no_grad():
+        after = model.forward_intermediates(x, intermediates_only=True)
+        pooled = model(x)
+    torch.testing.assert_close(after[0], before[0])
+    assert pooled.shape == (2, model.feature_info[0]["num_chs"])  # the head reads level 0 now
