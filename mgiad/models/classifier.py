@@ -12,12 +12,14 @@ feature interface: ``feature_info`` (one entry per resolution level), ``forward_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mgiad.nn.checks import check_input
 from mgiad.ops.export import NotScriptable
 
 #: normalisation constants and input sizes of the data sets the models are trained on
@@ -32,6 +34,33 @@ class ClassifierMixin(NotScriptable):
 
     ``torch.jit.script(model)`` is refused with the reason and the alternatives
     (:class:`mgiad.ops.export.NotScriptable`)."""
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The outputs of the resolution levels ``indices`` (timm's rule: None = all, n = the last
+        n, a list = those), with the last level's output unless ``intermediates_only``; the
+        computation of ``forward_features`` (``stop_early``: stop after the last level asked for;
+        ``norm`` is accepted for timm and changes nothing: there is no final norm)."""
+        check_output_fmt(output_fmt)
+        total = self._keep_levels(None)
+        take, last = feature_take_indices(total, indices)
+        check_input(x, self.in_chans)
+        intermediates = []
+        for level, out in enumerate(self._level_outputs(x, last if stop_early else total - 1)):
+            if level in take:
+                intermediates.append(out)
+        return intermediates if intermediates_only else (out, intermediates)
+
+    def _level_outputs(self, x: torch.Tensor, stop: int) -> Iterator[torch.Tensor]:  # pragma: no cover
+        """Each level's output for levels 0..``stop`` (after the stem), one at a time."""
+        raise NotImplementedError
 
     def prune_intermediate_layers(self, indices: int | list[int] | tuple[int, ...] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> list[int]:

@@ -25,7 +25,7 @@ from mgiad.nn.checks import (
 from mgiad.nn.layers import Head, ResolutionTransfer, Smoother, Stem
 from mgiad.nn.sic import SiC
 
-from .classifier import ClassifierMixin, check_output_fmt, feature_take_indices
+from .classifier import ClassifierMixin
 
 #: The parts that can recompute their activations in backward (``memory_efficient``).
 _RECOMPUTABLE = (Smoother, SiC, ResolutionTransfer)
@@ -114,35 +114,16 @@ class MultigridNet(ClassifierMixin, nn.Module):
 
     # timm's feature and training interface ---------------------------------------------------
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """The features u_ℓ of the resolution levels ``indices`` (timm's rule: None = all, n = the
-        last n, a list = those), with the last level's features unless ``intermediates_only``.
-        The same computation as :meth:`forward_features` (``stop_early``: stop after the last
-        level asked for; ``norm`` is accepted for timm and changes nothing: there is no final norm)."""
-        check_output_fmt(output_fmt)
-        take, last = feature_take_indices(len(self.levels), indices)
-        stop = last if stop_early else len(self.levels) - 1
-        check_input(x, self.in_chans)
-        intermediates = []
+    def _level_outputs(self, x: torch.Tensor, stop: int):
+        """The features u_ℓ of levels 0..``stop``, one at a time: :meth:`forward_features`'s
+        computation (for :meth:`ClassifierMixin.forward_intermediates`)."""
         f = self.stem(x)
         u, Au = None, None
-        for l, smoother in enumerate(self.levels):
-            if l > stop:
-                break
+        for l, smoother in enumerate(self.levels[: stop + 1]):
             if l > 0:
                 f, u, Au = self.transfers[l - 1](f, u, self.levels[l - 1].A, smoother.A)
             u = smoother(f, u, Au)
-            if l in take:
-                intermediates.append(u)
-        return intermediates if intermediates_only else (u, intermediates)
+            yield u
 
     def _keep_levels(self, n: int | None) -> int:
         """Keep the first ``n`` resolution levels and their transfers (all: ``None``); returns

@@ -13,7 +13,7 @@ from mgiad.nn.checks import check_blocks, check_input, check_int, check_widths
 from mgiad.nn.layers import Head, StockStem, conv3
 from mgiad.nn.recompute import recompute_in_backward
 
-from .classifier import ClassifierMixin, check_output_fmt, feature_take_indices
+from .classifier import ClassifierMixin
 
 
 class BasicBlock(nn.Module):
@@ -101,32 +101,13 @@ class StagedNet(ClassifierMixin, nn.Module):
             x = block(x) if next(block.children(), None) is None else recompute_in_backward(self, block, x)
         return x
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """The outputs of the stages ``indices`` (timm's rule: None = all, n = the last n, a list =
-        those), with the last stage's output unless ``intermediates_only``; the computation of
-        :meth:`forward_features` (``stop_early``: stop after the last stage asked for; ``norm`` is
-        accepted for timm and changes nothing: there is no final norm)."""
-        check_output_fmt(output_fmt)
-        take, last = feature_take_indices(len(self.stages), indices)
-        stop = last if stop_early else len(self.stages) - 1
-        check_input(x, self.in_chans)
-        intermediates = []
+    def _level_outputs(self, x: torch.Tensor, stop: int):
+        """The outputs of stages 0..``stop``, one at a time: :meth:`forward_features`'s computation
+        (for :meth:`ClassifierMixin.forward_intermediates`)."""
         x = self.stem(x)
-        for s, stage in enumerate(self.stages):
-            if s > stop:
-                break
+        for stage in self.stages[: stop + 1]:
             x = self._run_stage(stage, x)
-            if s in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
+            yield x
 
     def _keep_levels(self, n: int | None) -> int:
         """Keep the first ``n`` stages (all: ``None``); returns how many there were
