@@ -18,12 +18,17 @@ from . import _timm  # the models in timm.create_model, once timm is imported
 
 _timm.install()
 
+#: ``mgiad.train(model_or_name, train_data, test_data=None, **recipe)``: the training API
+#: (mgiad/training/api.py), and still the old module path ``mgiad.train`` (mgiad/_moved.py: one
+#: callable object for both, so that ``import mgiad.train`` cannot replace the function).
+from . import train as train  # noqa: E402  (imports no torch: the module is a stand-in)
+
 #: The model API, loaded on first use (PEP 562): ``import mgiad`` alone does not load torch,
 #: so that ``mgiad --help`` starts in a fraction of a second.
 _REGISTRY = ("create_model", "list_models", "model_defaults", "model_doc", "model_hyperparameters")
 _EXPORT = ("save_pretrained", "from_pretrained", "export_model")
 
-__all__ = [*_REGISTRY, *_EXPORT, "__version__"]
+__all__ = [*_REGISTRY, *_EXPORT, "train", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,14 @@ Version 0.1 had every module directly under ``mgiad/``. Importing an old path gi
 that finds each name in its new home and warns (``FutureWarning``) with the new path,
 e.g. ``from mgiad.train import train`` -> ``mgiad.training.loop``. A name that no longer
 exists raises an ``AttributeError`` that lists where to look.
+
+``mgiad.train`` is both: the training function of the library (:func:`mgiad.training.api.train`)
+and the old module path. The object at ``mgiad.train`` (the package's attribute, and
+``sys.modules["mgiad.train"]``, placed there on ``import mgiad``) is one :class:`_CallableModule`:
+calling it trains, ``from mgiad.train import train`` still gives the old loop function with its
+warning. One object for both, because ``import mgiad.train`` sets the package's attribute to the
+module it imports: a separate function at ``mgiad.train`` would be replaced by the module as soon
+as old code ran that import.
 """
 
 from __future__ import annotations
@@ -69,6 +77,33 @@ class _MovedModule(types.ModuleType):
         return sorted({n for t in self.__targets for n in dir(importlib.import_module(t))})
 
 
+class _CallableModule(_MovedModule):
+    """``mgiad.train``: calling it is :func:`mgiad.training.api.train` (loaded on the first call,
+    so that ``import mgiad`` stays free of torch); its attributes are the old module's."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from mgiad.training.api import train
+
+        return train(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> Any:  # inspect.signature(mgiad.train), IDEs, help()
+        import inspect
+
+        from mgiad.training.api import train
+
+        return inspect.signature(train)
+
+
+#: old module paths that are also functions of the package: path -> the function's doc
+CALLABLE: dict[str, str] = {
+    "mgiad.train": "mgiad.train(model_or_name, train_data, test_data=None, **recipe): train a model "
+                   "on a torch Dataset, DataLoader or (x, y) tensors and return a TrainResult "
+                   "(mgiad.training.api.train; docs/library.md). Also the old module path "
+                   "mgiad.train, moved to mgiad.training.loop.",
+}
+
+
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         if fullname in MOVED:
@@ -76,6 +111,10 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        if spec.name in CALLABLE:
+            module = _CallableModule(spec.name, MOVED[spec.name])
+            module.__doc__ = CALLABLE[spec.name]
+            return module
         return _MovedModule(spec.name, MOVED[spec.name])
 
     def exec_module(self, module: types.ModuleType) -> None:

@@ -172,11 +172,13 @@ class RunConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> RunConfig:
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config",
+                  check_names: bool = True) -> RunConfig:
         """Build a config from a mapping (parsed JSON/TOML); unknown keys are errors.
 
         Values are checked against the field types (an int is accepted for a float, a list
-        for ``model_kwargs`` values); ``source`` names the origin in error messages.
+        for ``model_kwargs`` values); ``source`` names the origin in error messages;
+        ``check_names``: as in :meth:`validate`.
         """
         if not isinstance(values, dict):
             raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
@@ -189,11 +191,11 @@ class RunConfig:
                 raise ValueError(f"{source}: {_unknown_key_message(str(key), model=model, keys=cls.keys())}")
             kwargs[name] = _coerce(name, value, hints[name], source)
         cfg = cls(**kwargs)
-        cfg.validate()
+        cfg.validate(check_names=check_names)
         return cfg
 
     @classmethod
-    def from_file(cls, path: str | Path) -> RunConfig:
+    def from_file(cls, path: str | Path, *, check_names: bool = True) -> RunConfig:
         """Read a ``.json`` or ``.toml`` file (model hyper-parameters in a ``model_kwargs`` table)."""
         path = Path(path)
         try:
@@ -208,7 +210,7 @@ class RunConfig:
             values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
         except ValueError as e:  # TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
             raise ValueError(f"config file {path} is not valid {suffix[1:].upper()}: {e}") from None
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(values, source=str(path), check_names=check_names)
 
     def with_overrides(self, overrides: Iterable[str]) -> RunConfig:
         """Apply command-line overrides and return a new, validated config.

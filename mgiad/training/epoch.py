@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,25 +30,17 @@ class Epoch:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the shuffled training set; returns the epoch's log row (no test yet)."""
         cfg, device, D, steps = self.cfg, self.device, self.dist, self.steps
-        B = cfg.batch_size
         self.t0, self.cpu0 = time.perf_counter(), time.process_time()
         lr = cfg.lr_at(epoch)  # the epoch's first step's, which the metrics row reports
         per_step = cfg.lr_per_step
         self.model.train()
-        perm = torch.randperm(len(self.y_train), generator=self.shuffle_gen).to(device)
         loss_total = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
         # first non-finite step, stored as steps - step so that MAX finds the earliest
         bad = torch.zeros((), dtype=torch.int64, device=device)
-        for step in range(steps):
-            idx = perm[step * B : (step + 1) * B]
-            # Augment the whole global batch on every process (same generator state
-            # everywhere), then take this process's share: the global batch is the
-            # single-process batch, image for image.
-            xb = self.augment.train(self.x_train[idx], self.aug_gen)
-            yb = self.y_train[idx]
-            n_global = len(idx)
+        for step, (xb, yb) in enumerate(self._global_batches()):
+            n_global = len(yb)
             if D.world > 1:
                 lo, hi = shard(n_global, D.rank, D.world)
                 xb, yb = xb[lo:hi], yb[lo:hi]
@@ -93,6 +86,20 @@ class Epoch:
             "img_per_s": seen_all / max(train_time, 1e-9),
             "steps": steps,
         }
+
+    def _global_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's global batches, augmented, on the device. Every process augments the
+        whole global batch (same generator state everywhere) and then takes its share: the global
+        batch is the single-process batch, image for image."""
+        device, B = self.device, self.cfg.batch_size
+        if self.loader is not None:  # a DataLoader given to mgiad.train(): its order and batches
+            for _, (xb, yb) in zip(range(self.steps), self.loader):
+                yield self.augment.train(xb.to(device), self.aug_gen), yb.to(device)
+            return
+        perm = torch.randperm(len(self.y_train), generator=self.shuffle_gen).to(device)
+        for step in range(self.steps):
+            idx = perm[step * B : (step + 1) * B]
+            yield self.augment.train(self.x_train[idx], self.aug_gen), self.y_train[idx]
 
     def _check_finite(self, bad: torch.Tensor, epoch: int) -> None:
         if self.dist.world > 1:

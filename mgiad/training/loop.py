@@ -80,6 +80,7 @@ def train(
     data: Any = None,
     on_step: StepHook | None = None,
     on_epoch_end: EpochHook | None = None,
+    build_model: Callable[[], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Train a model as ``cfg`` says and return the run summary (also in ``summary.json``).
 
@@ -95,6 +96,9 @@ def train(
             row: epoch, train loss/accuracy, test accuracy, lr, img/s, times) after the
             checkpoint and the log row are written, in the main process; for experiment
             trackers (Weights & Biases, MLflow, ...).
+        build_model: builds the network instead of ``create_model(cfg.model, ...)``, called
+            right after ``torch.manual_seed(cfg.seed)`` (:func:`mgiad.train` passes a user's
+            module, or keeps the model it builds, this way).
 
     Raises:
         ValueError: bad configuration, data or run directory (user errors).
@@ -108,7 +112,7 @@ def train(
     if cfg is None and resume is None:
         raise ValueError("train() needs a RunConfig or a run directory to resume")
     if resume is not None:
-        cfg = resume_config(Path(resume), cfg)
+        cfg = resume_config(Path(resume), cfg, check_names=data is None)
     assert cfg is not None
     if cfg.augment in LEGACY_RECIPES and resume is None:
         warnings.warn(f"augment={cfg.augment} is the old name of augment="
@@ -125,7 +129,7 @@ def train(
     try:
         with sigterm_as_interrupt():
             summary = _Run(cfg, device, dist_, Path(resume) if resume is not None else None, data,
-                           on_step, on_epoch_end).run()
+                           on_step, on_epoch_end, build_model).run()
         finished = True
         return summary
     finally:
@@ -143,9 +147,11 @@ class _Run(SetUp, Resume, RunFiles, Epoch, Finish):
     methods of the classes it mixes in, one module each; they share the run's state in ``self``."""
 
     def __init__(self, cfg: RunConfig, device: torch.device, dist_: Dist, resume: Path | None,
-                 data: Any, on_step: StepHook | None, on_epoch_end: EpochHook | None = None) -> None:
+                 data: Any, on_step: StepHook | None, on_epoch_end: EpochHook | None = None,
+                 build_model: Callable[[], nn.Module] | None = None) -> None:
         self.cfg, self.device, self.dist, self.resume_dir = cfg, device, dist_, resume
         self.data, self.on_step, self.on_epoch_end = data, on_step, on_epoch_end
+        self.build_model = build_model
         self.writer: Any = None
         self.progress: Progress | None = None
         self.lock: RunLock | None = None
@@ -176,7 +182,8 @@ class _Run(SetUp, Resume, RunFiles, Epoch, Finish):
         for epoch in range(self.start_epoch, self.cfg.epochs):
             self.epoch = epoch
             row = self.train_epoch(epoch)
-            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs:
+            tested = self.test_data is not None  # mgiad.train() without test data: none
+            if tested and ((epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs):
                 self.evaluate(epoch, row)
             self.end_epoch(epoch, row)
             if self.out_of_time(epoch):

@@ -33,6 +33,11 @@ class RunFiles:
         """config.json, git_rev, run.json, metrics.jsonl (from the checkpoint's history), TensorBoard;
         then everything the epochs need: augmentation, data on the device, DDP/compile wrapping."""
         cfg, device, D, data, run_dir = self.cfg, self.device, self.dist, self.data, self.run_dir
+        # What mgiad.train() may pass besides ImageData (mgiad/training/api.py): a DataLoader used
+        # as given, float images with their own batch transforms, no test split.
+        self.loader = getattr(data, "loader", None)
+        n = len(self.loader.dataset) if self.loader is not None else len(data.y_train)
+        n_test = len(data.y_test) if data.y_test is not None else 0
         self.header = self._header()
         rev, dirty = git_rev()
         self.hardware = hardware_string(device)
@@ -46,7 +51,7 @@ class RunFiles:
                 "world_size": D.world, "git_rev": rev, "git_dirty": dirty,
                 "torch": torch.__version__, "mgiad": __version__, "python": platform.python_version(),
                 "argv": sys.argv, "data_source": getattr(data, "source", ""),
-                "train_images": len(data.y_train), "test_images": len(data.y_test),
+                "train_images": n, "test_images": n_test,
             }, indent=2) + "\n")
             # Rows after the checkpoint's epoch (a kill between checkpoint and log, or a run
             # killed mid-epoch) are dropped: the checkpoint's history is the truth.
@@ -59,10 +64,16 @@ class RunFiles:
                                          config={**cfg.to_dict(), "weights": self.weights})
 
         norm = {"mean": data.mean, "std": data.std, "pad_to": cfg.pad_to, "channels_last": cfg.channels_last}
-        self.augment = augment_policy(self.augment_policy, **norm)
-        self.test_transform = BatchAugment(**norm).test
-        self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
-        self.test_data = (data.x_test.to(device), data.y_test.to(device))
+        transforms = getattr(data, "batch_transforms", None)  # float images: the user's values
+        if transforms is not None:
+            self.augment, self.test_transform = transforms(
+                self.augment_policy, pad_to=cfg.pad_to, channels_last=cfg.channels_last)
+        else:
+            self.augment = augment_policy(self.augment_policy, **norm)
+            self.test_transform = BatchAugment(**norm).test
+        if self.loader is None:
+            self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
+        self.test_data = (data.x_test.to(device), data.y_test.to(device)) if n_test else None
 
         self.model = self.raw_model
         if D.world > 1:
@@ -71,10 +82,10 @@ class RunFiles:
         if cfg.compile:
             self.model = torch.compile(self.model)
 
-        n, B = len(self.y_train), cfg.batch_size
+        B = cfg.batch_size
         # The last, partial batch is kept (as the authors' DataLoader did) unless some
-        # process would get no image of it.
-        self.steps = n // B + (1 if n % B >= D.world else 0)
+        # process would get no image of it; a DataLoader's own batches are its length.
+        self.steps = len(self.loader) if self.loader is not None else n // B + (1 if n % B >= D.world else 0)
         if cfg.max_steps_per_epoch is not None:
             self.steps = min(self.steps, cfg.max_steps_per_epoch)
         self.check_every = _CUDA_CHECK_EVERY if device.type == "cuda" else 1
@@ -82,7 +93,7 @@ class RunFiles:
         if D.main:
             self.progress.line(
                 f"run {run_dir}: {cfg.model} ({self.weights:,} weights) on {data.name} "
-                f"({n} train / {len(self.test_data[1])} test images from {data.source or 'memory'}), "
+                f"({n} train / {n_test} test images from {data.source or 'memory'}), "
                 f"{cfg.epochs} epochs x {self.steps} steps, "
                 f"batch {B}{f' over {D.world} processes' if D.world > 1 else ''}, {device} [{self.hardware}], threads: {self.threads.reason}"
                 + (f", resuming after epoch {self.start_epoch}" if self.start_epoch else "")

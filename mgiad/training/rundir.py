@@ -19,21 +19,22 @@ from .trajectory import NEUTRAL_KEYS, trajectory_changes
 RESUME_MUTABLE = NEUTRAL_KEYS
 
 
-def load_run_config(run_dir: str | os.PathLike[str]) -> RunConfig:
-    """The resolved configuration a run directory was started with."""
+def load_run_config(run_dir: str | os.PathLike[str], *, check_names: bool = True) -> RunConfig:
+    """The resolved configuration a run directory was started with (``check_names=False``: a
+    run of data and model passed in by :func:`mgiad.train`, whose names are labels)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ValueError(
             f"{run_dir} is not a run directory (no config.json); pass the directory that "
             "`mgiad train` created"
         )
-    return RunConfig.from_file(path)
+    return RunConfig.from_file(path, check_names=check_names)
 
 
-def resume_config(run_dir: Path, cfg: RunConfig | None) -> RunConfig:
+def resume_config(run_dir: Path, cfg: RunConfig | None, *, check_names: bool = True) -> RunConfig:
     """The configuration to resume ``run_dir`` with: its own, or ``cfg`` if that differs from
     it only in :data:`RESUME_MUTABLE` keys (anything else would change the trajectory)."""
-    saved = load_run_config(run_dir)
+    saved = load_run_config(run_dir, check_names=check_names)
     if cfg is None:
         return saved
     cfg = cfg.resolved()

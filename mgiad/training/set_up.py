@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from mgiad.data.policies import recipe_policy
 from mgiad.models.registry import create_model
+from mgiad.ops import native
 
 from .checkpoint import LAST
 from .lock import RunLock
@@ -63,11 +64,16 @@ class SetUp:
                           stacklevel=3)
         torch.manual_seed(cfg.seed)  # model initialisation (identical on every process)
         try:
-            model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                                 **cfg.model_kwargs)
+            model = (self.build_model() if self.build_model is not None else  # mgiad.train()
+                     create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans,
+                                  **cfg.model_kwargs))
         except TypeError as e:  # an unknown hyper-parameter name
             raise ValueError(f"model {cfg.model!r}: {e} (check model_kwargs)") from None
         self.weights = sum(p.numel() for p in model.parameters())
+        if device.type == "cpu":
+            # The native kernels are decided (and, where no prebuilt library fits, compiled: half
+            # a minute or more) now, before the run's clock starts: not in the first step's img/s.
+            native.kernels()
         if self.dist.world > 1 and cfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -95,8 +101,9 @@ class SetUp:
             # A fixed subset seed: runs with different seeds differ in initialisation and
             # order only, not in which images they see.
             data = subset(data, train=cfg.subset_train, test=cfg.subset_test, seed=0)
-        if len(data.y_train) < self.dist.world:
-            raise ValueError(f"{len(data.y_train)} training images cannot be split over "
+        n = len(data.loader.dataset) if getattr(data, "loader", None) is not None else len(data.y_train)
+        if n < self.dist.world:
+            raise ValueError(f"{n} training images cannot be split over "
                              f"{self.dist.world} processes")
         return data
 
