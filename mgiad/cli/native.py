@@ -1,9 +1,11 @@
-"""``mgiad native``: build the native convolution kernels ahead of time and say which are active.
+"""``mgiad native``: say which native kernels are active and where they come from, building them if needed.
 
-The kernels (mgiad/ops/native) are otherwise compiled on first use, which pauses the first
-training step for some seconds; ``mgiad native`` does it beforehand (for example in a job's
-setup, or once per node before a sweep), for every instruction set this CPU runs with
-``--all``. Exit status 1 when no native kernel is active (the built-in convolution runs then).
+The kernels (mgiad/ops/native) are prebuilt when the package is installed with torch in the
+build environment (setup.py); where no prebuilt library fits this torch and these sources they
+are compiled on first use, which pauses the first step for half a minute or more.
+``mgiad native`` does that beforehand (for example in a job's setup, or once per node before a
+sweep), for every instruction set this CPU runs with ``--all``. Exit status 1 when no native
+kernel is active (the built-in convolution runs then).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def cmd_native(args: argparse.Namespace, extra: list[str]) -> int:
         if isa is not None:
             try:
                 native.load(isa, verbose=args.verbose)
-                builds[isa] = "built"
+                builds[isa] = native.origin(isa)
             except native.NativeUnavailable as e:
                 builds[isa] = str(e)
     status = native.status()
@@ -38,6 +40,7 @@ def cmd_native(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"  {isa}: {result}")
     if status["active"]:
         print(f"active: {status['isa']} build ({status['reason']})")
+        print(f"  from: {status['build']}")
         for k in status["kernels"]:
             print(f"  {k}")
         from mgiad.nn import bnrelu
@@ -51,9 +54,11 @@ def cmd_native(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("native", help="build the native convolution kernels, show which are active",
-                       description=__doc__.split("\n\n")[0] + ". MGIAD_NATIVE=0 turns them off, "
-                       "MGIAD_NATIVE=avx2 or avx512 chooses a build.")
+    p = sub.add_parser("native", help="show which native kernels are active (building them if needed)",
+                       description="Say which native kernels are active and where they come from, building them "
+                       "if needed. MGIAD_NATIVE=0 turns "
+                       "them off, MGIAD_NATIVE=avx2 or avx512 chooses a build, "
+                       "MGIAD_NATIVE_PREBUILT=0 ignores the prebuilt ones.")
     p.add_argument("--all", action="store_true", help="build every instruction set this CPU runs")
     p.add_argument("--json", action="store_true", help="the status as JSON")
     p.add_argument("--verbose", action="store_true", help="show the compiler's output")

@@ -1,27 +1,38 @@
 """Native kernels: loading, instruction-set choice and the fallback.
 
-``native/group_conv.cpp`` (3×3, stride 1, padding 1, 4 or 8 channels per group, fp32,
-channels_last; forward, input and weight gradient) is compiled on first use with
-``torch.utils.cpp_extension.load``, once per instruction set, each build with its own
-extension name and operator namespace (``torch.ops.mgiad_native_avx2``,
-``torch.ops.mgiad_native_avx512``), cached in the torch extensions directory
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). The build for the CPU is
+``native/*.cpp`` (grouped 3×3 convolution with 4 or 8 channels per group, fused BatchNorm +
+ReLU, the depthwise pooling transfer and the pair transfers' weight gradient; fp32,
+channels_last) make one library per instruction set, each with its own operator namespace
+(``torch.ops.mgiad_native_avx2``, ``torch.ops.mgiad_native_avx512``). The build for the CPU is
 chosen at run time from ``torch.backends.cpu.get_cpu_capability()`` (which is also lowered by
 ``ATEN_CPU_CAPABILITY``).
 
-Whatever goes wrong — no AVX2, no compiler or ninja, a compile error, a library that does not
-load — is reported by one :class:`NativeWarning` that names the cause, and the built-in
-convolution runs instead; nothing else changes. ``MGIAD_NATIVE`` chooses:
+Where a library comes from, in order:
+
+1. **prebuilt** at install (``setup.py``, torch's ``BuildExtension``: both builds, beside this
+   file), used when it was built against this torch from these sources;
+2. **compiled at run time** with ``torch.utils.cpp_extension.load`` into
+   ``$TORCH_EXTENSIONS_DIR/<build key>`` (default ``~/.cache/torch_extensions/...``), the key
+   naming the instruction set, torch version, flags and a hash of the sources
+   (:func:`native_build.build_key`): installations of the same sources share it, and a
+   compile always says so on stderr, with why the prebuilt library did not fit.
+
+Whatever goes wrong — no AVX2, no compiler or ninja where a build is needed, a compile error,
+a library that does not load — is reported by one :class:`NativeWarning` that names the cause,
+and the built-in convolution runs instead; nothing else changes. ``MGIAD_NATIVE`` chooses:
 
 - unset, ``1`` or ``auto``: the widest build the CPU runs;
 - ``0`` (or ``off``, ``false``, ``no``): no native kernel, no build, no warning;
 - ``avx2`` or ``avx512``: that build (a warning and the built-in convolution if the CPU lacks it).
 
-:func:`status` says which kernels are active and why; ``mgiad native`` prints it.
+``MGIAD_NATIVE_PREBUILT=0`` ignores the prebuilt libraries (a run-time build instead).
+:func:`status` says which kernels are active, where they come from and why; ``mgiad native``
+prints it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -29,6 +40,7 @@ import shlex
 import shutil
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,16 +50,15 @@ from typing import Any
 
 import torch
 
+from . import native_build as nb
+
 ENV = "MGIAD_NATIVE"
-_DIR = Path(__file__).resolve().parent / "native"
-#: compiled together into one extension per instruction set
-SOURCES = (_DIR / "group_conv.cpp", _DIR / "bn_relu.cpp", _DIR / "depthwise_pool.cpp",
-           _DIR / "pair_dot.cpp")
-#: compiler flags per build; -fopenmp: at::parallel_for runs on one thread without it
-ISA_FLAGS = {
-    "avx2": ["-mavx2", "-mfma"],
-    "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"],
-}
+#: ``0`` ignores the kernels prebuilt at install and builds at run time
+PREBUILT_ENV = "MGIAD_NATIVE_PREBUILT"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: compiled together into one library per instruction set (mgiad/ops/native_build.py)
+SOURCES = tuple(nb.SOURCE_DIR / name for name in nb.SOURCE_NAMES)
+ISA_FLAGS = nb.ISA_FLAGS
 #: what the kernels of one build compute (``status()["kernels"]`` when active)
 KERNELS = tuple(f"group_conv3x3 {k} ({g} channels/group)" for g in (4, 8)
                 for k in ("forward", "input gradient", "weight gradient")) + (
@@ -73,6 +84,8 @@ class _State:
     isa: str | None = None
     reason: str = ""
     loaded: dict[str, Any] = field(default_factory=dict)  # isa -> ops namespace
+    origin: dict[str, str] = field(default_factory=dict)  # isa -> prebuilt / compiled / cached, where
+    build_seconds: float = 0.0  # spent compiling at run time in this process
 
 
 _state = _State()
@@ -90,10 +103,6 @@ def cpu_isas() -> list[str]:
     return ["avx2"] if cap.startswith("AVX2") else []
 
 
-def _namespace(isa: str) -> str:
-    return f"mgiad_native_{isa}"
-
-
 def _first_error(text: str) -> str:
     """The compiler's first error line of a failed build (or the message's last line)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -106,15 +115,112 @@ def _first_error(text: str) -> str:
     return (lines[-1] if lines else text)[:300]
 
 
-def _build_directory(cpp_extension: Any, name: str) -> Path:
-    try:  # private: $TORCH_EXTENSIONS_DIR or the default root with its python/CUDA subfolder
-        return Path(cpp_extension._get_build_directory(name, verbose=False))
+def _build_directory(cpp_extension: Any, key: str) -> Path:
+    """``key``'s folder in torch's extensions directory: ``$TORCH_EXTENSIONS_DIR`` or its default
+    with its python/accelerator subfolder."""
+    try:  # private, hence the fallback
+        return Path(cpp_extension._get_build_directory(key, verbose=False))
     except Exception:  # noqa: BLE001
-        return Path(cpp_extension.get_default_build_root()) / name
+        return Path(cpp_extension.get_default_build_root()) / key
+
+
+def prebuilt(isa: str, digest: str | None = None) -> tuple[Path | None, str]:
+    """(the installed library of ``isa``, or None; why not).
+
+    A library prebuilt at install (setup.py) fits when it was built against this torch from
+    these sources (:data:`native_build.PREBUILT_INFO` says which); ``MGIAD_NATIVE_PREBUILT=0``
+    ignores it.
+    """
+    if os.environ.get(PREBUILT_ENV, "").strip().lower() in _OFF:
+        return None, f"{PREBUILT_ENV}={os.environ[PREBUILT_ENV]}"
+    info_file = _PACKAGE_DIR / nb.PREBUILT_INFO
+    try:
+        info = json.loads(info_file.read_text())
+        built_for, built_from, builds = info["torch"], info["sources_sha256"], info["builds"]
+    except FileNotFoundError:
+        return None, "no prebuilt kernels were installed (installed without torch in the build environment or without a compiler)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{info_file} is unreadable ({e})"
+    if built_for != torch.__version__:
+        return None, f"the prebuilt kernels are for torch {built_for}, this is torch {torch.__version__}"
+    if built_from != (digest or nb.sources_digest(SOURCES)):
+        return None, "the kernel sources changed since the kernels were prebuilt"
+    if isa not in builds or not (_PACKAGE_DIR / str(builds[isa])).is_file():
+        return None, f"no prebuilt {isa} library (its build failed at install)"
+    return _PACKAGE_DIR / str(builds[isa]), ""
+
+
+def _load_library(path: Path, isa: str) -> Any:
+    """Load one library and check that it is the build of ``isa``; its ``torch.ops`` namespace."""
+    torch.ops.load_library(str(path))
+    got = getattr(torch.ops, nb.namespace(isa)).isa()
+    if got != isa:
+        raise NativeUnavailable(f"{path} reports instruction set {got!r}, not {isa}")
+    return getattr(torch.ops, nb.namespace(isa))
+
+
+def _compile(isa: str, digest: str, why: str, verbose: bool) -> tuple[Any, str]:
+    """Build ``isa`` at run time (or load the cached build) in a directory keyed by the sources,
+    torch version, flags and instruction set; (ops, where). A build always says so, with why."""
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which((shlex.split(cxx) or [""])[0]) is None:
+        raise NativeUnavailable(f"no C++ compiler: {cxx!r} is not found (install g++, or set CXX); "
+                                f"no prebuilt kernels either: {why}")
+    if shutil.which("ninja") is None:
+        raise NativeUnavailable(f"ninja is not found (pip install ninja); no prebuilt kernels either: {why}")
+    # importing cpp_extension logs a warning about CUDA_HOME on CUDA builds of torch without
+    # a GPU; it concerns CUDA extensions only, and this one is not.
+    ext_log = logging.getLogger("torch.utils.cpp_extension")
+    level = ext_log.level
+    ext_log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+
+        name = nb.namespace(isa)
+        build_dir = _build_directory(cpp_extension, nb.build_key(isa, torch.__version__, digest))
+        library = build_dir / f"{name}.so"
+        if library.is_file():  # built before from the same sources, flags and torch
+            try:
+                return _load_library(library, isa), f"cached run-time build {build_dir}"
+            except Exception:  # noqa: BLE001  (a partial file of an interrupted build: build again)
+                library.unlink(missing_ok=True)
+        # Sources copied into the build directory: the build file then names the same paths for
+        # every installation of these sources, so that they do not rebuild each other.
+        src = build_dir / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        copies = []
+        for source in SOURCES:
+            copy = src / source.name
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                copy.write_bytes(source.read_bytes())
+            copies.append(str(copy))
+        print(f"mgiad: compiling the native {isa} kernels for torch {torch.__version__} ({why}); "
+              f"once, into {build_dir}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            cpp_extension.load(name=name, sources=copies, extra_cflags=nb.cflags(isa),
+                               extra_ldflags=nb.LDFLAGS, build_directory=str(build_dir),
+                               is_python_module=False, verbose=verbose)
+        except Exception as e:  # noqa: BLE001  (any failure means: use the built-in kernels)
+            raise NativeUnavailable(f"building the {isa} kernels failed: {_first_error(str(e))}") from e
+        seconds = time.perf_counter() - t0
+        _state.build_seconds += seconds
+        print(f"mgiad: compiled the native {isa} kernels in {seconds:.0f} s", file=sys.stderr, flush=True)
+        try:
+            ops = getattr(torch.ops, name)
+            got = ops.isa()
+        except Exception as e:  # noqa: BLE001
+            raise NativeUnavailable(f"the {isa} kernels were built but do not load: {e}") from e
+        if got != isa:
+            raise NativeUnavailable(f"the {isa} build reports instruction set {got!r}")
+        return ops, f"compiled at run time into {build_dir} ({why})"
+    finally:
+        ext_log.setLevel(level)
 
 
 def load(isa: str, *, verbose: bool = False) -> Any:
-    """Build (or find in the cache) and load the kernels of ``isa``; their ``torch.ops`` namespace.
+    """The kernels of ``isa``: the prebuilt library when it fits (:func:`prebuilt`), else built
+    (or found in the cache) at run time; their ``torch.ops`` namespace.
 
     Raises :class:`NativeUnavailable` with the cause. Does not check that the CPU runs ``isa``:
     :func:`kernels` does.
@@ -127,42 +233,23 @@ def load(isa: str, *, verbose: bool = False) -> Any:
         for source in SOURCES:
             if not source.is_file():
                 raise NativeUnavailable(f"the kernel source {source} is missing from the installation")
-        cxx = os.environ.get("CXX", "c++")
-        if shutil.which((shlex.split(cxx) or [""])[0]) is None:
-            raise NativeUnavailable(f"no C++ compiler: {cxx!r} is not found (install g++, or set CXX)")
-        if shutil.which("ninja") is None:
-            raise NativeUnavailable("ninja is not found (pip install ninja)")
-        # importing cpp_extension logs a warning about CUDA_HOME on CUDA builds of torch without
-        # a GPU; it concerns CUDA extensions only, and this one is not.
-        ext_log = logging.getLogger("torch.utils.cpp_extension")
-        level = ext_log.level
-        ext_log.setLevel(logging.ERROR)
-        try:
-            from torch.utils import cpp_extension
-
-            name = _namespace(isa)
-            build_dir = _build_directory(cpp_extension, name)
-            if not verbose and not any(build_dir.glob(f"{name}*.so")):
-                print(f"mgiad: compiling the native {isa} convolution kernels (once; cached in "
-                      f"{build_dir})", file=sys.stderr, flush=True)
-            cpp_extension.load(
-                name=name, sources=[str(s) for s in SOURCES],
-                extra_cflags=["-O3", "-fopenmp", "-fvisibility=hidden", *ISA_FLAGS[isa],
-                              f"-DMGIAD_NS={name}"],
-                extra_ldflags=["-fopenmp"], is_python_module=False, verbose=verbose)
-        except Exception as e:  # noqa: BLE001  (any failure means: use the built-in kernels)
-            raise NativeUnavailable(f"building the {isa} kernels failed: {_first_error(str(e))}") from e
-        finally:
-            ext_log.setLevel(level)
-        try:
-            ops = getattr(torch.ops, _namespace(isa))
-            got = ops.isa()
-        except Exception as e:  # noqa: BLE001
-            raise NativeUnavailable(f"the {isa} kernels were built but do not load: {e}") from e
-        if got != isa:
-            raise NativeUnavailable(f"the {isa} build reports instruction set {got!r}")
-        _state.loaded[isa] = ops
+        digest = nb.sources_digest(SOURCES)
+        library, why = prebuilt(isa, digest)
+        ops = None
+        if library is not None:
+            try:
+                ops, where = _load_library(library, isa), f"prebuilt {library}"
+            except Exception as e:  # noqa: BLE001  (say why, then build as if there were none)
+                why = f"the prebuilt library {library} does not load: {str(e).splitlines()[0][:200]}"
+        if ops is None:
+            ops, where = _compile(isa, digest, why, verbose)
+        _state.loaded[isa], _state.origin[isa] = ops, where
         return ops
+
+
+def origin(isa: str) -> str:
+    """Where the loaded library of ``isa`` comes from (prebuilt, compiled, cached), or ``""``."""
+    return _state.origin.get(isa, "")
 
 
 def requested() -> tuple[str | None, str]:
@@ -247,14 +334,17 @@ def runs_on(*tensors: torch.Tensor | None) -> bool:
 
 
 def status() -> dict[str, Any]:
-    """Which native kernels are active: ``{"active", "isa", "kernels", "reason", "cpu_capability"}``.
+    """Which native kernels are active: ``{"active", "isa", "kernels", "reason", "build" (where
+    the active library comes from), "build_seconds" (compiling in this process),
+    "cpu_capability", "cpu_isas"}``.
 
     Decides (and builds) as :func:`kernels` does.
     """
     ops = kernels()
     return {"active": ops is not None, "isa": _state.isa, "kernels": list(KERNELS) if ops is not None else [],
-            "reason": _state.reason, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_isas": cpu_isas()}
+            "reason": _state.reason, "build": origin(_state.isa or ""),
+            "build_seconds": round(_state.build_seconds, 1),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isas": cpu_isas()}
 
 
 def _reset() -> None:
