@@ -7,7 +7,9 @@ returns the last feature map gets ``num_features``, ``forward_head(x, pre_logits
 (input size, mean/std, classes: what timm's data pipeline reads). Each family adds timm's
 feature interface: ``feature_info`` (one entry per resolution level), ``forward_intermediates``,
 ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``group_matcher`` and
-``no_weight_decay`` (mgiad/models/multigrid.py, mgiad/models/resnet.py; docs/timm.md).
+``no_weight_decay`` (mgiad/models/multigrid.py, mgiad/models/resnet.py; docs/timm.md). Every
+network records the config that rebuilds it and saves, loads and uploads itself as Hugging Face
+models do (mgiad/models/hub.py; docs/hub.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch.nn.functional as F
 from mgiad.nn.checks import check_input
 from mgiad.ops.export import NotScriptable
 
+from .hub import HubMixin
+
 #: normalisation constants and input sizes of the data sets the models are trained on
 DATA_CFG: dict[str, dict[str, Any]] = {
     "cifar10": {"input_size": (3, 32, 32), "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)},
@@ -29,8 +33,9 @@ DATA_CFG: dict[str, dict[str, Any]] = {
 }
 
 
-class ClassifierMixin(NotScriptable):
-    """timm's classifier interface for a network with ``stem → ... → head`` (see module doc).
+class ClassifierMixin(HubMixin, NotScriptable):
+    """timm's classifier interface for a network with ``stem → ... → head`` (see module doc),
+    and Hugging Face's ``save_pretrained``/``from_pretrained``/``push_to_hub`` (:class:`HubMixin`).
 
     ``torch.jit.script(model)`` is refused with the reason and the alternatives
     (:class:`mgiad.ops.export.NotScriptable`)."""

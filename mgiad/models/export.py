@@ -2,11 +2,12 @@
 
 Formats: ``onnx`` (the dynamo exporter, dynamic batch), ``pt2`` (``torch.export``, dynamic
 batch), ``torchscript`` (``torch.jit.trace``) and ``safetensors`` (a Hugging Face style folder:
-``model.safetensors`` with the plain state dict + ``config.json``, read back by
-:func:`from_pretrained`). Every export is written to a temporary file, loaded back with the tool
-that will run it (onnxruntime, ``torch.export.load``, ``torch.jit.load``, a fresh model) and run
-on two batches of different sizes; only when its logits equal eager execution's within the
-tolerance is it moved into place. Otherwise nothing is written and :class:`ExportMismatch` says
+``model.safetensors`` with the plain state dict + ``config.json``, written by
+:func:`~mgiad.models.hub.save_pretrained`, read back by :func:`~mgiad.models.hub.from_pretrained`).
+Every export is written to a temporary file, loaded back with the tool that will run it
+(onnxruntime, ``torch.export.load``, ``torch.jit.load``, a fresh model) and run on two batches of
+different sizes; only when its logits equal eager execution's within the tolerance is it moved
+into place. Otherwise nothing is written and :class:`ExportMismatch` says
 by how much it differed.
 
 The files need only torch (or an ONNX runtime): the fast paths give way to the built-in
@@ -30,6 +31,9 @@ import torch
 import torch.nn as nn
 
 from mgiad.ops.export import builtin_kernels
+
+# the Hugging Face folder (config.json + model.safetensors), here for the older import path
+from .hub import from_pretrained, save_pretrained
 
 __all__ = ["FORMATS", "ExportMismatch", "Exported", "export_model", "file_config", "from_pretrained",
            "save_pretrained"]
@@ -139,75 +143,6 @@ def _run_torchscript(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tenso
     module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return [module(x) for x in inputs]
-
-
-def save_pretrained(model: nn.Module, directory: str | Path, config: dict[str, Any]) -> Path:
-    """Write ``directory/model.safetensors`` (the plain state dict) and ``directory/config.json``
-    (``model``, ``model_kwargs``, ``num_classes``, ``in_chans``, ``input_size``, ``mean``,
-    ``std``, ``classes``): the layout of the Hugging Face Hub, readable without mgiad."""
-    from safetensors.torch import save_file
-
-    missing = [k for k in ("model", "num_classes", "in_chans") if k not in config]
-    if missing:
-        raise ValueError(f"save_pretrained: config lacks {', '.join(missing)}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    cfg = {k: config[k] for k in CONFIG_KEYS if k in config}
-    cfg["library"] = "mgiad"
-    (directory / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    return directory
-
-
-def from_pretrained(directory: str | Path, *, device: str | torch.device = "cpu",
-                    revision: str | None = None) -> nn.Module:
-    """The model of a :func:`save_pretrained` folder, in eval mode (no code is executed: the
-    config names a registered model, the weights are safetensors).
-
-    ``directory`` may also be a Hugging Face Hub repository id (``owner/name``, fetched with
-    ``huggingface_hub``, the ``hub`` extra) when no such local folder exists.
-    """
-    from safetensors.torch import load_file
-
-    from .registry import create_model
-
-    directory = Path(directory)
-    if not directory.exists() and len(str(directory).split("/")) == 2 and not str(directory).startswith("."):
-        directory = _hub_download(str(directory), revision)
-    config_file, weights_file = directory / "config.json", directory / "model.safetensors"
-    for f in (config_file, weights_file):
-        if not f.is_file():
-            raise ValueError(f"{directory} is not a saved mgiad model: {f.name} is missing")
-    try:
-        cfg = json.loads(config_file.read_text())
-        name = cfg["model"]
-        kwargs = dict(cfg.get("model_kwargs") or {}, num_classes=cfg["num_classes"],
-                      in_chans=cfg["in_chans"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{config_file}: not an mgiad config ({e})") from None
-    model = create_model(name, **kwargs)
-    try:
-        state = load_file(str(weights_file))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{weights_file}: unreadable safetensors file ({e})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{weights_file} does not fit {name} with {cfg.get('model_kwargs')}: "
-                         f"{str(e).splitlines()[0]}") from None
-    return model.to(device).eval()
-
-
-def _hub_download(repo_id: str, revision: str | None) -> Path:
-    """The repository's config.json and model.safetensors, through the Hub's local cache."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ValueError(f"{repo_id!r} is not a local folder, and loading it from the Hugging Face "
-                         "Hub needs huggingface_hub: pip install 'mgiad[hub]'") from None
-    return Path(snapshot_download(repo_id, revision=revision,
-                                  allow_patterns=["config.json", "model.safetensors"]))
 
 
 def _run_safetensors(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -48,6 +48,7 @@ def register_model(
     build.__name__ = name
     build.defaults = dict(defaults)  # type: ignore[attr-defined]
     build.accepted = accepted  # type: ignore[attr-defined]
+    build.factory = factory  # type: ignore[attr-defined]  (a class's registered name, hub.py)
     _MODELS[name] = build
     _DOCS[name] = doc or next(iter((factory.__doc__ or "").strip().splitlines()), "")
 
@@ -166,6 +167,9 @@ def create_model(
         kwargs.setdefault("in_chans", cfg["input_size"][0])
     model = _MODELS[name](**kwargs)
     model.drop_rate = float(drop_rate)
+    from .hub import record_config
+
+    record_config(model, name, kwargs)  # the name and arguments that rebuild it (save_pretrained)
     if base is None and hasattr(model, "pretrained_cfg"):  # no published weights: the model's own
         cfg = {**model.pretrained_cfg, "architecture": timm_name(name), **given}
     if pretrained:
