@@ -1,5 +1,5 @@
-"""The Python snippets of README.md, docs/timm.md, docs/transforms.md and docs/hub.md run as
-written (in a fresh interpreter, in an empty folder: what a user who pastes them gets)."""
+"""The Python snippets of README.md, docs/timm.md, docs/transforms.md, docs/hub.md and
+docs/library.md run as written (in a fresh interpreter, in an empty folder: what a user who pastes them gets)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "docs/timm.md", "docs/transforms.md", "docs/hub.md"]
+DOCS = ["README.md", "docs/timm.md", "docs/transforms.md", "docs/hub.md", "docs/library.md"]
 
 
 def snippets() -> list[tuple[str, int, str]]:
