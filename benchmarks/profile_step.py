@@ -5,7 +5,8 @@
 Models are given as in ``mgiad bench``; SGD steps (mean of ``--steps``), batch 128, fp32, channels_last,
 after two warm-up steps, with the allocator setting of the ``mgiad`` command. Convolutions
 are split by their weight's shape: dense 3×3 (every input channel), grouped 3×3, 1×1
-transfers, stride-2 depthwise (Π, R).
+transfers, stride-2 depthwise (Π, R); the native kernels (``mgiad_native_*`` operators) by
+what they compute.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ def conv_kind(weight_shape: list[int]) -> str:
         return "depthwise stride-2 (Π, R)"
     stem = c_in_per_group in (1, 3)  # image channels
     return "3x3 grouped" if c_in_per_group < c_out // 2 and not stem else "3x3 dense"
+
+
+#: native operator -> kind (mgiad/ops/native/*.cpp)
+NATIVE_KINDS = {"forward": "native grouped 3x3 forward", "input_grad": "native grouped 3x3 backward",
+                "weight_grad": "native grouped 3x3 backward", "bn_stats": "native BatchNorm+ReLU forward",
+                "bn_relu_apply": "native BatchNorm+ReLU forward", "bn_relu_backward": "native BatchNorm+ReLU backward",
+                "pool_forward": "native depthwise stride-2 (Π, R)", "pool_input_grad": "native depthwise stride-2 (Π, R)",
+                "pool_weight_grad": "native depthwise stride-2 (Π, R)", "pair_sum": "native pair transfers (Π̂, R̂, P̂)",
+                "pair_spread": "native pair transfers (Π̂, R̂, P̂)", "pair_dot": "native pair transfers (Π̂, R̂, P̂)"}
+
+
+def native_kind(op: str) -> str:
+    return NATIVE_KINDS.get(op, f"native {op}")
 
 
 def profile_step(spec: str, batch: int, steps: int, inference: bool = False) -> tuple[dict[str, float], float]:
@@ -58,6 +72,8 @@ def profile_step(spec: str, batch: int, steps: int, inference: bool = False) -> 
             weight = e.input_shapes[2] if e.key == "aten::convolution_backward" else e.input_shapes[1]
             direction = "backward" if "backward" in e.key else "forward"
             kinds[f"conv {conv_kind(weight)} {direction}"] += ms
+        elif e.key.startswith("mgiad_native_"):  # the native kernels (mgiad/ops/native/)
+            kinds[native_kind(e.key.split("::")[-1])] += ms
         elif "batch_norm" in e.key:
             kinds["BatchNorm forward+backward"] += ms
         elif e.key in ELEMENTWISE or e.key.startswith("_PairProduct"):

@@ -215,6 +215,55 @@ def test_pair_products_are_operators_with_fake_and_autograd(spread: bool, channe
                                              w.double().detach().requires_grad_()))
 
 
+def _strided_pair(x: torch.Tensor, w: torch.Tensor, spread: bool) -> torch.Tensor:
+    """The built-in computation of pair_sum / pair_spread: products over stride-2 channel views."""
+    from mgiad.ops.pairconv import _EVEN, _ODD, _channel, _empty
+
+    if spread:
+        y = _empty(x, 2 * x.shape[1])
+        torch.mul(x, _channel(w, _EVEN), out=y[:, _EVEN])
+        torch.mul(x, _channel(w, _ODD), out=y[:, _ODD])
+        return y
+    y = _empty(x, x.shape[1] // 2)
+    torch.mul(x[:, _EVEN], _channel(w, _EVEN), out=y)
+    return y.addcmul_(x[:, _ODD], _channel(w, _ODD))
+
+
+@pytest.mark.skipif(native.kernels() is None, reason=f"native kernels off: {native.status()['reason']}")
+@pytest.mark.parametrize("spread", [False, True], ids=["pair_sum", "pair_spread"])
+@pytest.mark.parametrize("shape", [(3, 24, 7, 5), (1, 2, 1, 3), (1, 4, 1, 1), (128, 64, 8, 8), (2, 512, 2, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_native_pair_products_give_the_bits_of_the_builtin_ones(spread: bool, shape) -> None:
+    """``mgiad::pair_sum``/``pair_spread`` run one pass of native/pair_dot.cpp over contiguous
+    channels_last rows instead of strided multiplies: the same bits and strides (the built-in
+    pair_sum adds the odd product by a fused multiply-add, and so does the kernel), and
+    ``MGIAD_NATIVE=0`` or an NCHW input takes the built-in path. Against the grouped 1×1
+    convolution in float64 as well."""
+    from mgiad.ops import pairconv
+
+    n, c, h, wd = shape
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(n, c // 2 if spread else c, h, wd, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(*((c, 1) if spread else (c // 2, 2)), 1, 1, generator=g)
+    op = pairconv.pair_spread if spread else pairconv.pair_sum
+    fast = not x.is_contiguous()  # one channel or one pixel: also NCHW, the built-in strides
+    assert pairconv._native(x, w) == fast
+    with torch.profiler.profile() as prof:
+        got = op(x, w)
+    ran = {e.key for e in prof.key_averages() if e.key.startswith("mgiad_native_")}
+    name = "pair_spread" if spread else "pair_sum"
+    assert ran == ({f"mgiad_native_{native.status()['isa']}::{name}"} if fast else set())
+    want = _strided_pair(x, w, spread)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+    ref = F.conv2d(x.double(), w.double(), groups=c // 2)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-6)
+    nchw = x.contiguous()
+    assert not pairconv._native(nchw, w) and torch.equal(op(nchw, w), got.contiguous())
+    if fast:
+        for isa in native.cpu_isas():  # every build this CPU runs (AVX2, AVX-512)
+            assert torch.equal(getattr(native.load(isa), name)(x, w.reshape(-1)), want), isa
+
+
 @pytest.mark.skipif(native.kernels() is None, reason=f"native kernels off: {native.status()['reason']}")
 @pytest.mark.parametrize("spread", [False, True], ids=["pair_sum", "pair_spread"])
 def test_pair_weight_gradient_native_equals_float64(spread: bool) -> None:

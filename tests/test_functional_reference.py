@@ -199,7 +199,7 @@ def test_float32_equals_the_equations(name, kwargs, arch, kernels) -> None:
     worst_grads = []
     for seed in range(F32_DRAWS):
         errors, grad_errors, ran = _float32_draw(model, arch, kernels, seed)
-        expected = NATIVE_OPS | ({"pair_dot"} if arch.kind == "mgiad" else set())
+        expected = NATIVE_OPS | ({"pair_dot", "pair_sum", "pair_spread"} if arch.kind == "mgiad" else set())
         if not fused_bn_enabled():  # MGIAD_FUSED_BN=0: BatchNorm and ReLU as torch's modules
             expected -= {"bn_stats", "bn_relu_apply", "bn_relu_backward"}
         assert ran == (expected if kernels == "native" else set())

@@ -64,6 +64,7 @@ KERNELS = tuple(f"group_conv3x3 {k} ({g} channels/group)" for g in (4, 8)
                 for k in ("forward", "input gradient", "weight gradient")) + (
     "bn_relu forward (BatchNorm statistics, apply with ReLU and residual)", "bn_relu backward") + tuple(
     f"depthwise_pool 3x3/2 {k} (2 outputs/channel)" for k in ("forward", "input gradient", "weight gradient")) + (
+    "pair_sum, pair_spread (the pair transfers Π̂, R̂, P̂ and their input gradients)",
     "pair_dot (weight gradient of the pair transfers)",)
 _OFF = {"0", "off", "false", "no"}
 _AUTO = {"", "1", "on", "true", "yes", "auto"}

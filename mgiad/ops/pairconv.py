@@ -6,10 +6,12 @@ oneDNN runs these 1×1 grouped convolutions as convolutions, slowly, and its inp
 kernel is slower still; on the CPU the same products as two multiply(-add) passes over
 strided channel views are exact and faster (forward+backward on a 2-core Xeon, batch 128,
 channels_last: 64→32 channels at 32×32 31.2 → 28.5 ms, 256→128 at 8×8 12.0 → 7.2 ms;
-``python benchmarks/kernels.py`` §3, docs/performance.md). The weight gradient is one pass
-over both tensors with the native kernels (``mgiad::pair_weight_grad``), else the built-in
-kernel's. The modules stay ``nn.Conv2d`` (same weights, state
-dict, hooks); off the CPU they run the built-in convolution. The two products are operators
+``python benchmarks/kernels.py`` §3, docs/performance.md). With the native kernels, each
+product is one pass over contiguous channels_last rows instead (native/pair_dot.cpp; the same
+bits, 2–3× faster than the strided multiplies: ``python benchmarks/pair_kernels.py``), and
+the weight gradient one pass over both tensors (``mgiad::pair_weight_grad``), else the
+built-in kernel's. ``MGIAD_NATIVE=0`` turns the native ones off. The modules stay
+``nn.Conv2d`` (same weights, state dict, hooks); off the CPU they run the built-in convolution. The two products are operators
 (``mgiad::pair_sum``, ``mgiad::pair_spread``), so compiled, exported and traced models hold
 them as one node each.
 """
@@ -71,6 +73,12 @@ def _channel(w: Tensor, k: slice) -> Tensor:
     return w.flatten()[k].view(1, -1, 1, 1)
 
 
+def _native(x: Tensor, w: Tensor) -> bool:
+    """The native kernels compute it: float32 CPU tensors, x channels_last (and not also
+    contiguous, so that the output's strides are those of :func:`_empty`), a native build active."""
+    return native.runs_on(x, w) and _is_channels_last(x)
+
+
 def _format(x: Tensor) -> torch.memory_format:
     return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
 
@@ -88,6 +96,8 @@ def _empty(x: Tensor, channels: int) -> Tensor:
 @torch.library.custom_op("mgiad::pair_sum", mutates_args=())
 def pair_sum(x: Tensor, w: Tensor) -> Tensor:
     """y_j = w_{2j} x_{2j} + w_{2j+1} x_{2j+1} (w flattened): R̂, Π̂, and P̂'s input gradient."""
+    if _native(x, w):  # one pass over contiguous rows, the same bits (native/pair_dot.cpp)
+        return native.kernels().pair_sum(x, w.reshape(-1).contiguous())
     y = _empty(x, x.shape[1] // 2)
     torch.mul(x[:, _EVEN], _channel(w, _EVEN), out=y)
     return y.addcmul_(x[:, _ODD], _channel(w, _ODD))
@@ -101,6 +111,8 @@ def _(x: Tensor, w: Tensor) -> Tensor:
 @torch.library.custom_op("mgiad::pair_spread", mutates_args=())
 def pair_spread(x: Tensor, w: Tensor) -> Tensor:
     """y_{2j} = w_{2j} x_j, y_{2j+1} = w_{2j+1} x_j: P̂, and R̂'s, Π̂'s input gradient."""
+    if _native(x, w):
+        return native.kernels().pair_spread(x, w.reshape(-1).contiguous())
     y = _empty(x, 2 * x.shape[1])
     torch.mul(x, _channel(w, _EVEN), out=y[:, _EVEN])
     torch.mul(x, _channel(w, _ODD), out=y[:, _ODD])
