@@ -98,6 +98,23 @@ def test_load_model_rebuilds_from_the_file_alone(tmp_path) -> None:
     assert torch.equal(rebuilt(x), model(x))
 
 
+def test_a_loaded_model_describes_the_data_it_was_trained_on(tmp_path) -> None:
+    """pretrained_cfg from the header (timm's data pipeline, save_pretrained and export read it),
+    not a fresh model's defaults; images taken as given (no mean/std) mean no normalisation."""
+    model, _ = _trained()
+    _save(tmp_path / "a.safetensors", model, mean=[0.25], std=[0.5], image_size=28,
+          classes=list("abcdefghij"))
+    rebuilt, _ = load_model(tmp_path / "a.safetensors")
+    cfg = rebuilt.pretrained_cfg
+    assert cfg["mean"] == (0.25,) and cfg["std"] == (0.5,) and cfg["input_size"] == (1, 28, 28)
+    assert cfg["label_names"] == tuple("abcdefghij") and cfg["num_classes"] == 10
+    assert create_model("mgiad_3lvl", num_classes=10, in_chans=1, **KWARGS).pretrained_cfg["mean"] != (0.25,)
+    hub = rebuilt.config  # what save_pretrained writes
+    assert hub["mean"] == [0.25] and hub["pretrained_cfg"]["label_names"] == list("abcdefghij")
+    _save(tmp_path / "b.safetensors", model, mean=[], std=[])
+    assert load_model(tmp_path / "b.safetensors")[0].pretrained_cfg["std"] == (1.0,)
+
+
 def test_shared_tensors_are_stored_once(tmp_path) -> None:
     w = torch.randn(4, 4)
     state = {"a.weight": w, "b.weight": w, "c": torch.zeros(3)}  # tied weights

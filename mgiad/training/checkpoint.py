@@ -450,8 +450,35 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, path: str 
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a checkpoint's model with its weights, in eval mode; return it and the header."""
+    """Rebuild a checkpoint's model with its weights, in eval mode; return it and the header.
+
+    The model's ``pretrained_cfg`` describes the data it was trained on (input size, mean, std,
+    class names from the header), so that timm's data pipeline, ``save_pretrained`` and export
+    see the normalisation it needs, not the defaults of a fresh model."""
     ckpt = load_checkpoint(path)
     model = model_from_header(ckpt.header, path=ckpt.path)
     load_weights(model, ckpt.model_state, path=ckpt.path)
+    if hasattr(type(model), "pretrained_cfg"):
+        model.pretrained_cfg = trained_data_cfg(model.pretrained_cfg, ckpt.header)
     return model.to(device).eval(), ckpt.header
+
+
+def trained_data_cfg(cfg: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the input size, normalisation and class names of a checkpoint's data.
+
+    Images a run took as given (floating-point tensors of ``mgiad.train``: no mean/std in the
+    header) are described as mean 0, std 1: no normalisation."""
+    cfg = dict(cfg)
+    channels = int(header["in_chans"])
+    size = header.get("image_size")  # the images' size (padding to pad_to is the run's own step)
+    if size:
+        cfg["input_size"] = (channels, int(size), int(size))
+    mean, std = header.get("mean") or [], header.get("std") or []
+    if len(mean) == len(std) == channels:
+        cfg["mean"], cfg["std"] = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    elif not mean and not std:
+        cfg["mean"], cfg["std"] = (0.0,) * channels, (1.0,) * channels
+    if header.get("classes"):
+        cfg["label_names"] = tuple(str(c) for c in header["classes"])
+    cfg["num_classes"] = int(header["num_classes"])
+    return cfg
