@@ -114,9 +114,10 @@ def test_the_build_key_names_isa_torch_flags_and_sources() -> None:
 def test_the_installed_prebuilt_kernels_run_without_a_compiler(tmp_path) -> None:
     """What ``make setup`` installs (setup.py prebuilds both builds): active with no compiler and
     nothing compiled. (An installation without torch in its build environment has none.)"""
-    if not (Path(native.__file__).parent / nb.PREBUILT_INFO).is_file():
-        pytest.skip("this installation has no prebuilt kernels (installed with build isolation, "
-                    "so without torch to build against; make setup prebuilds them)")
+    library, why = native.prebuilt("avx2")
+    if library is None:  # the wheel test below builds its own and fails where this cannot run
+        pytest.skip(f"no fitting prebuilt kernels in this installation ({why}); make setup "
+                    "prebuilds them")
     got, err = _child(env=_env(tmp_path, CXX=str(tmp_path / "no-such-compiler"), MGIAD_NATIVE="avx2"))
     status = got["status"]
     assert status["active"] and status["isa"] == "avx2" and got["warnings"] == [], got
