@@ -291,3 +291,51 @@ def test_pair_weight_gradient_native_equals_float64(spread: bool) -> None:
 
     for a, b in zip(second_order(op), second_order(lambda xi, wi: F.conv2d(xi, wi, groups=12))):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+@pytest.mark.skipif(native.kernels() is None, reason=f"native kernels off: {native.status()['reason']}")
+@pytest.mark.parametrize("group,shape", [(4, (3, 16, 9, 7)), (8, (2, 32, 5, 6)), (4, (1, 4, 1, 3)),
+                                         (4, (16, 64, 32, 32))], ids=lambda v: str(v))
+def test_residual_in_one_pass_gives_the_bits_of_conv_then_sum(group: int, shape) -> None:
+    """``mgiad::group_conv3x3_add`` (the native convolution adding f as it stores: the residual
+    f − A u of every smoothing step and transfer) equals f + (−A) u computed as before, to the
+    bit, for every build this CPU runs; its schema, fake tensor and autograd (float64, built-in
+    path) are checked too."""
+    from mgiad.nn.layers import DataFeatureMap
+    from mgiad.ops.groupconv import group_conv3x3_add
+
+    g = torch.Generator().manual_seed(shape[1])
+    cl = torch.channels_last
+    u = torch.randn(*shape, generator=g).contiguous(memory_format=cl)
+    f = torch.randn(*shape, generator=g).contiguous(memory_format=cl)
+    A = DataFeatureMap(shape[1], shape[1] // group)
+    with torch.no_grad():
+        want = f + A(u, negate=True)
+        assert torch.equal(A.residual(f, u), want)
+    for isa in native.cpu_isas():
+        ops = native.load(isa)
+        assert torch.equal(ops.forward_add(u, -A.weight.detach(), f), f + ops.forward(u, -A.weight.detach())), isa
+    x, w, a = (t.detach().clone().requires_grad_() for t in (u[:2, :, :4, :4], A.weight, f[:2, :, :4, :4]))
+    torch.library.opcheck(group_conv3x3_add, (x.contiguous(memory_format=cl), w, a.contiguous(memory_format=cl)))
+    assert torch.autograd.gradcheck(group_conv3x3_add, tuple(t.detach().double().requires_grad_() for t in (x, w, a)))
+
+
+@pytest.mark.skipif(native.kernels() is None, reason=f"native kernels off: {native.status()['reason']}")
+def test_a_hook_on_A_sees_minus_A_u_as_always() -> None:
+    """The one-pass residual steps aside while a forward hook watches A, so the hook sees A's
+    usual call and output (−A u), and the residual is the same."""
+    from mgiad.nn.layers import DataFeatureMap
+
+    cl = torch.channels_last
+    A = DataFeatureMap(16, 4)
+    u, f = (torch.randn(2, 16, 5, 5).contiguous(memory_format=cl) for _ in range(2))
+    seen = []
+    handle = A.register_forward_hook(lambda m, args, out: seen.append(out.detach().clone()))
+    try:
+        r = A.residual(f, u)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], A(u, negate=True)) and torch.equal(r, f + seen[0])
+    with torch.profiler.profile() as prof:
+        A.residual(f, u)
+    assert any(e.key.endswith("::forward_add") for e in prof.key_averages())

@@ -148,7 +148,7 @@ F32_BOUND = 5e-5
 F32_GRAD_BOUND = 5e-4
 F32_DRAWS = 4
 #: what the native build runs for these models (``torch.ops.mgiad_native_<isa>.<op>``)
-NATIVE_OPS = {"forward", "input_grad", "weight_grad",  # grouped 3×3 convolution
+NATIVE_OPS = {"forward", "forward_add", "input_grad", "weight_grad",  # grouped 3×3 convolution (+ f)
               "bn_stats", "bn_relu_apply", "bn_relu_backward",  # σ(BN(·)) (+ residual)
               "pool_forward", "pool_input_grad", "pool_weight_grad"}  # depthwise Π, R
 

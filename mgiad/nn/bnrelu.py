@@ -37,7 +37,9 @@ def enabled() -> bool:
     return os.environ.get(ENV, "").strip().lower() not in {"0", "off", "false", "no"}
 
 
-def _hooked(bn: nn.Module) -> bool:
+def hooked(bn: nn.Module) -> bool:
+    """Whether a forward hook could observe ``bn`` (its own or a global one): fast paths that
+    change what a module's call computes step aside then."""
     return bool(bn._forward_hooks or bn._forward_pre_hooks or _module._global_forward_hooks
                 or _module._global_forward_pre_hooks)
 
@@ -47,7 +49,7 @@ def applies(bn: nn.Module, x: Tensor, residual: Tensor | None = None) -> bool:
     transforms and fx tracing asked first: :func:`mgiad.ops.export.fast_paths_off`)."""
     return (not fast_paths_off(x, residual)
             and type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
-            and bn.momentum is not None and bn.weight.dtype == torch.float32 and not _hooked(bn)
+            and bn.momentum is not None and bn.weight.dtype == torch.float32 and not hooked(bn)
             and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous(memory_format=CL) and x.numel() > 0
             and (not bn.training or x.numel() // x.shape[1] > 1)  # else BatchNorm's own error

@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mgiad.ops.export import NotScriptable
+from mgiad.ops.export import NotScriptable, fast_paths_off
 from mgiad.ops.groupconv import applies as _native_applies
-from mgiad.ops.groupconv import group_conv3x3
+from mgiad.ops.groupconv import group_conv3x3, group_conv3x3_add
 from mgiad.ops.poolconv import applies as _pool_applies
 from mgiad.ops.poolconv import depthwise_pool as _depthwise_pool
 
-from .bnrelu import bn_relu, conv_of_bn_relu
+from .bnrelu import bn_relu, conv_of_bn_relu, hooked
 from .recompute import recompute_in_backward
 
 
@@ -82,6 +82,17 @@ class DataFeatureMap(GroupConv3x3):
     def forward(self, u: torch.Tensor, negate: bool = False) -> torch.Tensor:
         return self._conv(u, -self.weight if negate else self.weight)
 
+    def residual(self, f: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """f − A u = f + (−A) u. Where the native kernel runs, the convolution adds f as it
+        stores its output (``mgiad::group_conv3x3_add``: one pass instead of a convolution and a
+        sum; the same bits); not when hooks watch this module, so that they see −A u as always."""
+        w = -self.weight
+        if not hooked(self) and _native_applies(u, self, w) and f.shape == u.shape \
+                and f.dtype == torch.float32 and f.is_contiguous(memory_format=torch.channels_last) \
+                and not fast_paths_off(f):
+            return group_conv3x3_add(u, w, f)
+        return f + self(u, negate=True)
+
 
 class StockStem(nn.Sequential):
     """3×3 conv in_chans→c₁ + BN + ReLU run as PyTorch's own modules, as torchvision's ResNet
@@ -141,7 +152,7 @@ class Smoother(NotScriptable, nn.Module):
         """f − A u; ``Au`` is A u already computed for this very u (FAS, see ``step``)."""
         if u is None:  # u = 0 (Alg. 1/3 l.1): A·0 = 0, a convolution saved
             return f
-        return f - Au if Au is not None else f + self.A(u, negate=True)
+        return f - Au if Au is not None else self.A.residual(f, u)
 
     def step(self, f: torch.Tensor, u: torch.Tensor | None, i: int, Au: torch.Tensor | None = None) -> torch.Tensor:
         """Step i of eq. (3): u + σ(BN(B^i σ(BN(f − A u)))).
@@ -203,7 +214,7 @@ class ResolutionTransfer(NotScriptable, nn.Module):
     def _transfer(
         self, f: torch.Tensor, u: torch.Tensor, A_fine: nn.Module, A_coarse: nn.Module
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r = f + A_fine(u, negate=True)  # residual f − A u on level ℓ
+        r = A_fine.residual(f, u)  # residual f − A u on level ℓ
         if self.norm:
             u = bn_relu(self.bn_Pi, self.Pi(u))  # eq. (6)
             Au = A_coarse(u)

@@ -7,12 +7,14 @@ explicit SIMD. The operator is registered with ``torch.library.custom_op`` (fake
 autograd formulas included; its gradients are operators of the same family, so gradients of
 any order exist), so ``torch.compile`` and ``torch.export`` see one operator.
 
-Three operators, each the built-in convolution where no native kernel applies (another dtype or
+Four operators, each the built-in convolution where no native kernel applies (another dtype or
 device, or the kernels unavailable), so a program that holds them runs anywhere:
 
 - ``group_conv3x3(x, weight)``: y = conv2d(x, weight, padding=1, groups=C/g), g = weight.shape[1];
 - ``group_conv3x3_input_grad(grad, weight)``: its adjoint in x;
-- ``group_conv3x3_weight_grad(grad, x, g)``: its adjoint in weight.
+- ``group_conv3x3_weight_grad(grad, x, g)``: its adjoint in weight;
+- ``group_conv3x3_add(x, weight, addend)``: addend + the first, in one pass (the residual
+  f − A u of a smoothing step, weight −A).
 
 Outputs of the first two are channels_last, as the native kernels write them.
 :func:`applies` is the test the model's modules make before calling it.
@@ -121,7 +123,34 @@ def _weight_grad_backward(ctx, gw: Tensor):
     return dy, dx, None
 
 
+@torch.library.custom_op("mgiad::group_conv3x3_add", mutates_args=())
+def group_conv3x3_add(x: Tensor, weight: Tensor, addend: Tensor) -> Tensor:
+    """addend + group_conv3x3(x, weight) in one pass (the native kernel adds as it stores; the
+    same bits as the separate sum): a smoothing step's residual f − A u with weight −A."""
+    g = weight.shape[1]
+    if _native_ok(x, weight, addend, g=g) and addend.is_contiguous(memory_format=CL) \
+            and addend.shape == x.shape:
+        return native.kernels().forward_add(x, weight, addend)
+    y = addend + F.conv2d(x, weight, padding=1, groups=x.shape[1] // g)
+    return y.contiguous(memory_format=CL)
+
+
+@group_conv3x3_add.register_fake
+def _(x: Tensor, weight: Tensor, addend: Tensor) -> Tensor:
+    torch._check(x.dim() == 4 and weight.dim() == 4 and x.shape[1] == weight.shape[0])
+    torch._check(addend.shape == x.shape)
+    return torch.empty_like(x, memory_format=CL)
+
+
+def _add_backward(ctx, gy: Tensor):
+    """The sum passes gy to the addend as it is; the convolution's part as group_conv3x3's."""
+    gx, gw = _forward_backward(ctx, gy)
+    return gx, gw, gy if ctx.needs_input_grad[2] else None
+
+
 group_conv3x3.register_autograd(_forward_backward, setup_context=_setup)
+group_conv3x3_add.register_autograd(  # saves x and the weight, as group_conv3x3 does
+    _add_backward, setup_context=lambda ctx, inputs, output: _setup(ctx, inputs[:2], output))
 group_conv3x3_input_grad.register_autograd(_input_grad_backward, setup_context=_setup)
 group_conv3x3_weight_grad.register_autograd(_weight_grad_backward, setup_context=_setup)
 

@@ -137,9 +137,10 @@ static_assert(kRB<8> == 1 || kRB<8> == 2 || kRB<8> == 4, "rotations per pass div
 // Forward (and input gradient): P pixels w0..w0+P-1 of one output row, channels c0..c0+L-1.
 // xr[kh]: input row h+kh-1 (nullptr outside the image); wr: rotated weights [9][G][C].
 // EDGE: a pixel of the block may touch column -1 or W (those taps read zeros).
+// ar: the addend's row (y = addend + conv), or nullptr.
 template <class V, int G, int P, bool EDGE>
-inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0, i64 W, i64 C,
-                      i64 c0) {
+inline void fwd_block(const float* const* xr, const float* wr, float* yr, const float* ar, i64 w0,
+                      i64 W, i64 C, i64 c0) {
   using T = typename V::T;
   T z[4][P];
 #pragma GCC unroll 4
@@ -182,40 +183,44 @@ inline void fwd_block(const float* const* xr, const float* wr, float* yr, i64 w0
   for (int p = 0; p < P; ++p) {
     const T a = V::add(z[0][p], V::template rot<1>(z[1][p]));
     const T b = V::add(V::template rot<2>(z[2][p]), V::template rot<3>(z[3][p]));
-    V::store(yr + (w0 + p) * C + c0, V::add(a, b));
+    const T y = V::add(a, b);
+    // the addend added to the rounded convolution: the bits of a separate sum addend + conv
+    V::store(yr + (w0 + p) * C + c0, ar ? V::add(V::load(ar + (w0 + p) * C + c0), y) : y);
   }
 }
 
 template <class V, int G, int P, bool EDGE>
-inline void fwd_chunks(const float* const* xr, const float* wr, float* yr, i64 w, i64 W, i64 C,
-                       i64& c0) {
-  for (; c0 + V::L <= C; c0 += V::L) fwd_block<V, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
+inline void fwd_chunks(const float* const* xr, const float* wr, float* yr, const float* ar, i64 w,
+                       i64 W, i64 C, i64& c0) {
+  for (; c0 + V::L <= C; c0 += V::L) fwd_block<V, G, P, EDGE>(xr, wr, yr, ar, w, W, C, c0);
 }
 
 // All channel chunks of a pixel block before the next block (C is a multiple of G).
 template <int G, int P, bool EDGE>
-inline void fwd_pixels(const float* const* xr, const float* wr, float* yr, i64 w, i64 W, i64 C) {
+inline void fwd_pixels(const float* const* xr, const float* wr, float* yr, const float* ar, i64 w,
+                       i64 W, i64 C) {
   i64 c0 = 0;
 #ifdef __AVX512F__
-  fwd_chunks<V512, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  fwd_chunks<V512, G, P, EDGE>(xr, wr, yr, ar, w, W, C, c0);
 #endif
-  fwd_chunks<V256, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
-  if constexpr (G == 4) fwd_chunks<V128, G, P, EDGE>(xr, wr, yr, w, W, C, c0);
+  fwd_chunks<V256, G, P, EDGE>(xr, wr, yr, ar, w, W, C, c0);
+  if constexpr (G == 4) fwd_chunks<V128, G, P, EDGE>(xr, wr, yr, ar, w, W, C, c0);
 }
 
 // One output row: blocks of kP pixels (EDGE only where a block touches column -1 or W, so
 // small images run full register tiles too), the rest in blocks of 2 and 1. Every channel chunk
 // of a block before the next block (1.3x faster than chunk by chunk at C >= 64 on Zen 4).
 template <int G>
-inline void fwd_row(const float* const* xr, const float* wr, float* yr, i64 W, i64 C) {
+inline void fwd_row(const float* const* xr, const float* wr, float* yr, const float* ar, i64 W,
+                    i64 C) {
   constexpr int P = kP<G>;
   i64 w = 0;
   for (; w + P <= W; w += P) {
-    if (w == 0 || w + P >= W) fwd_pixels<G, P, true>(xr, wr, yr, w, W, C);
-    else fwd_pixels<G, P, false>(xr, wr, yr, w, W, C);
+    if (w == 0 || w + P >= W) fwd_pixels<G, P, true>(xr, wr, yr, ar, w, W, C);
+    else fwd_pixels<G, P, false>(xr, wr, yr, ar, w, W, C);
   }
-  if constexpr (P > 2) for (; w + 2 <= W; w += 2) fwd_pixels<G, 2, true>(xr, wr, yr, w, W, C);
-  for (; w < W; ++w) fwd_pixels<G, 1, true>(xr, wr, yr, w, W, C);
+  if constexpr (P > 2) for (; w + 2 <= W; w += 2) fwd_pixels<G, 2, true>(xr, wr, yr, ar, w, W, C);
+  for (; w < W; ++w) fwd_pixels<G, 1, true>(xr, wr, yr, ar, w, W, C);
 }
 
 // Rows per task: enough work per thread start (a few hundred thousand FMAs).
@@ -269,7 +274,9 @@ std::vector<float> rotated(const at::Tensor& w_, bool adjoint) {
   return wr;
 }
 
-at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr, i64 G) {
+// y = conv(x) [+ addend]; addend: a channels_last tensor of x's shape, or undefined.
+at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr, i64 G,
+                const at::Tensor& addend = at::Tensor()) {
   const at::Tensor x = x_.contiguous(at::MemoryFormat::ChannelsLast);
   const i64 N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor y = at::empty({N, C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -277,6 +284,7 @@ at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr, i64 G) {
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const float* w = wr.data();
+  const float* ap = addend.defined() ? addend.data_ptr<float>() : nullptr;
   const i64 row = W * C;
   at::parallel_for(0, N * H, grain(W, C, G), [&](i64 begin, i64 end) {
     for (i64 nh = begin; nh < end; ++nh) {
@@ -284,8 +292,9 @@ at::Tensor conv(const at::Tensor& x_, const std::vector<float>& wr, i64 G) {
       const float* img = xp + n * H * row;
       const float* xr[3] = {h > 0 ? img + (h - 1) * row : nullptr, img + h * row,
                             h + 1 < H ? img + (h + 1) * row : nullptr};
-      if (G == 4) fwd_row<4>(xr, w, yp + nh * row, W, C);
-      else fwd_row<8>(xr, w, yp + nh * row, W, C);
+      const float* ar = ap ? ap + nh * row : nullptr;
+      if (G == 4) fwd_row<4>(xr, w, yp + nh * row, ar, W, C);
+      else fwd_row<8>(xr, w, yp + nh * row, ar, W, C);
     }
   });
   return y;
@@ -295,6 +304,17 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& weight) {
   const i64 G = check_weight(weight, x.dim() == 4 ? x.size(1) : -1);
   check_input(x, "input", G);
   return conv(x, rotated(weight, false), G);
+}
+
+// addend + conv(x): the residual f − A u of a smoothing step in one pass (weight = −A).
+at::Tensor forward_add(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& addend) {
+  const i64 G = check_weight(weight, x.dim() == 4 ? x.size(1) : -1);
+  check_input(x, "input", G);
+  TORCH_CHECK(addend.device().is_cpu() && addend.scalar_type() == at::kFloat &&
+                  addend.sizes() == x.sizes() && addend.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "mgiad group_conv3x3: the addend must be a float32 channels_last CPU tensor of the "
+              "input's shape ", x.sizes(), ", got ", addend.sizes());
+  return conv(x, rotated(weight, false), G, addend);
 }
 
 at::Tensor input_grad(const at::Tensor& grad, const at::Tensor& weight) {
@@ -487,6 +507,7 @@ std::string isa() {
 
 MGIAD_LIBRARY(MGIAD_NS, m) {
   m.def("forward(Tensor x, Tensor weight) -> Tensor", &forward);
+  m.def("forward_add(Tensor x, Tensor weight, Tensor addend) -> Tensor", &forward_add);
   m.def("input_grad(Tensor grad, Tensor weight) -> Tensor", &input_grad);
   m.def("weight_grad(Tensor grad, Tensor x, int group_size=4) -> Tensor", &weight_grad);
   m.def("isa() -> str", &isa);
