@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--out")
     args = ap.parse_args()
+    from switched import finish
+
     from mgiad.training.machine import cpu_string
 
     lines = [f"# {cpu_string()}, {args.threads} thread(s); loop: one epoch of {args.images} CIFAR-10 images, "
@@ -70,11 +72,7 @@ def main() -> None:
         lines.append(f"{spec:<22} {mb:>11.1f} {ml:>10.1f} {ml / mb:>12.3f}   "
                      + "; ".join(f"{x:.1f}, {y:.1f}" for x, y in zip(b, lp)))
         print(lines[-1], flush=True)
-    lines.append(f"# load after {os.getloadavg()[0]:.2f}")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out + ".txt").write_text(text + "\n")
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import copy
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from switched import finish
 
 import mgiad
 from mgiad.training.machine import cpu_string
@@ -78,10 +78,7 @@ def main() -> None:
     diff = same_bits()
     lines.append("largest parameter difference to the for-loop after 20 steps: "
                  + ", ".join(f"{k} {v:.3g}" for k, v in diff.items()))
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out + ".txt").write_text(text + "\n")
+    finish(lines, args.out)
 
 
 if __name__ == "__main__":

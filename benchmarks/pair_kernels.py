@@ -12,19 +12,13 @@ count; the load average is printed before and after.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
-import time
-from pathlib import Path
 
 import torch
+from switched import CL, arguments, finish, header, steps_row, timed
 
-import mgiad
 from mgiad.ops import native, pairconv
-from mgiad.training.machine import cpu_string
 
-CL = torch.channels_last
 SHAPES = [(16, 32), (32, 32), (64, 32), (32, 16), (64, 16), (128, 16), (128, 8), (256, 8), (256, 4)]
 MODELS = {"mgiad c_K=16 g_s=4": ("mgiad", {"c_K": 16, "g_s": 4}), "mgiad c_K=64 g_s=4": ("mgiad", {}),
           "mgiad_3lvl c_K=16 g_s=8": ("mgiad_3lvl", {})}
@@ -40,13 +34,6 @@ def strided(x: torch.Tensor, w: torch.Tensor, spread: bool) -> torch.Tensor:
     y = pairconv._empty(x, x.shape[1] // 2)
     torch.mul(x[:, pairconv._EVEN], pairconv._channel(w, pairconv._EVEN), out=y)
     return y.addcmul_(x[:, pairconv._ODD], pairconv._channel(w, pairconv._ODD))
-
-
-def timed(fn, calls: int) -> float:
-    t0 = time.thread_time()
-    for _ in range(calls):
-        fn()
-    return (time.thread_time() - t0) / calls
 
 
 def operator_row(c: int, h: int, batch: int, rounds: int) -> str:
@@ -71,56 +58,14 @@ def operator_row(c: int, h: int, batch: int, rounds: int) -> str:
             f"{m['spread built-in']:>15.3f} {m['spread built-in'] / m['spread native']:>5.2f}")
 
 
-def model_row(label: str, name: str, kw: dict, batch: int, rounds: int) -> str:
-    """One model: training steps and inference passes with the pair path switched per round."""
-    kernels = pairconv._native
-    torch.manual_seed(0)
-    m = mgiad.create_model(name, num_classes=10, **kw).to(memory_format=CL).train()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=CL)
-    y = torch.randint(0, 10, (batch,))
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(m(x), y).backward()
-        opt.step()
-
-    def infer() -> None:
-        m.eval()
-        with torch.no_grad():
-            m(x)
-        m.train()
-
-    step()
-    step()
-    times: dict[str, list[float]] = {}
-    try:
-        for r in range(rounds):
-            for mode in (("native", "built-in") if r % 2 == 0 else ("built-in", "native")):
-                pairconv._native = kernels if mode == "native" else (lambda x, w: False)
-                times.setdefault(f"train {mode}", []).append(timed(step, 2) * 1e3)
-                times.setdefault(f"infer {mode}", []).append(timed(infer, 2) * 1e3)
-    finally:
-        pairconv._native = kernels
-    t = {k: statistics.median(v) for k, v in times.items()}
-    return (f"{label:<26} {t['train native']:>12.0f} {t['train built-in']:>14.0f} "
-            f"{t['train built-in'] / t['train native']:>6.3f}  {t['infer native']:>12.0f} "
-            f"{t['infer built-in']:>14.0f} {t['infer built-in'] / t['infer native']:>6.3f}")
+def pair_switch(on: bool, _kernels=pairconv._native) -> None:
+    """The native pair products on, or the strided built-in ones."""
+    pairconv._native = _kernels if on else (lambda x, w: False)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--op-rounds", type=int, default=7)
-    ap.add_argument("--model-rounds", type=int, default=7)
-    ap.add_argument("--out", help="write the output to OUT.txt as well")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if native.kernels() is None:
-        raise SystemExit(f"native kernels inactive: {native.status()['reason']}")
-    out = [f"# {cpu_string()}, {args.threads} torch thread(s), torch {torch.__version__}, native "
-           f"{native.status()['isa']} build; thread CPU time; load before: {os.getloadavg()[0]:.2f}"]
+    args = arguments(__doc__, "op-rounds")
+    out = [header(args.threads)]
     out.append(f"\n## operators, batch {args.batch}: ms per call (median of {args.op_rounds} "
                "interleaved rounds of 5 calls); × = built-in / native")
     out.append(f"{'C (wide)':>8} {'H=W':>4}  {'sum native':>10} {'sum built-in':>12} {'×':>5}  "
@@ -130,12 +75,9 @@ def main() -> None:
                f"of {args.model_rounds} interleaved rounds of 2 steps); × = built-in / native")
     out.append(f"{'model':<26} {'train native':>12} {'train built-in':>14} {'×':>6}  "
                f"{'infer native':>12} {'infer built-in':>14} {'×':>6}")
-    out.extend(model_row(label, name, kw, args.batch, args.model_rounds) for label, (name, kw) in MODELS.items())
-    out.append(f"\n# load after: {os.getloadavg()[0]:.2f}")
-    text = "\n".join(out)
-    print(text)
-    if args.out:
-        Path(args.out + ".txt").write_text(text + "\n")
+    out.extend(steps_row(label, name, kw, args.batch, args.model_rounds, pair_switch, "native", "built-in")
+               for label, (name, kw) in MODELS.items())
+    finish(out, args.out)
 
 
 if __name__ == "__main__":
