@@ -154,10 +154,16 @@ def prebuilt(isa: str, digest: str | None = None) -> tuple[Path | None, str]:
 def _load_library(path: Path, isa: str) -> Any:
     """Load one library and check that it is the build of ``isa``; its ``torch.ops`` namespace."""
     torch.ops.load_library(str(path))
-    got = getattr(torch.ops, nb.namespace(isa)).isa()
+    return _checked_ops(isa, str(path))
+
+
+def _checked_ops(isa: str, what: str) -> Any:
+    """The loaded ``torch.ops`` namespace of ``isa``, which must report that instruction set."""
+    ops = getattr(torch.ops, nb.namespace(isa))
+    got = ops.isa()
     if got != isa:
-        raise NativeUnavailable(f"{path} reports instruction set {got!r}, not {isa}")
-    return getattr(torch.ops, nb.namespace(isa))
+        raise NativeUnavailable(f"{what} reports instruction set {got!r}, not {isa}")
+    return ops
 
 
 def _compile(isa: str, digest: str, why: str, verbose: bool) -> tuple[Any, str]:
@@ -208,12 +214,11 @@ def _compile(isa: str, digest: str, why: str, verbose: bool) -> tuple[Any, str]:
         _state.build_seconds += seconds
         print(f"mgiad: compiled the native {isa} kernels in {seconds:.0f} s", file=sys.stderr, flush=True)
         try:
-            ops = getattr(torch.ops, name)
-            got = ops.isa()
+            ops = _checked_ops(isa, f"the {isa} build")
+        except NativeUnavailable:
+            raise
         except Exception as e:  # noqa: BLE001
             raise NativeUnavailable(f"the {isa} kernels were built but do not load: {e}") from e
-        if got != isa:
-            raise NativeUnavailable(f"the {isa} build reports instruction set {got!r}")
         return ops, f"compiled at run time into {build_dir} ({why})"
     finally:
         ext_log.setLevel(level)
