@@ -223,3 +223,14 @@ def test_a_kernel_build_is_not_counted_in_the_training_metrics(tmp_path, monkeyp
     assert pauses == [1]
     rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["epoch_time_s"] < 4.0 and rows[0]["elapsed_s"] < 4.0, rows[0]
+
+
+@pytest.mark.parametrize("name,uses", [("mgiad_3lvl", True), ("mgnet_a_3lvl", True), ("resnet20", False),
+                                       ("mgic_3lvl", False)])
+def test_only_models_with_native_paths_decide_the_kernels_before_training(name: str, uses: bool) -> None:
+    """The set-up decides (and may compile) the kernels only for a model that can run them: a
+    baseline run on a machine without a fitting prebuilt library compiles nothing it never uses."""
+    import mgiad
+    from mgiad.nn.layers import uses_native_kernels
+
+    assert uses_native_kernels(mgiad.create_model(name)) is uses

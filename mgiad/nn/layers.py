@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from mgiad.ops.export import NotScriptable, fast_paths_off
 from mgiad.ops.groupconv import applies as _native_applies
 from mgiad.ops.groupconv import group_conv3x3, group_conv3x3_add
+from mgiad.ops.pairconv import PairInterpolation, PairRestriction
 from mgiad.ops.poolconv import applies as _pool_applies
 from mgiad.ops.poolconv import depthwise_pool as _depthwise_pool
 
@@ -224,3 +225,14 @@ class ResolutionTransfer(NotScriptable, nn.Module):
             Au = A_coarse(u)
             f = self.R(F.relu(r)) + Au  # eq. (7)
         return f, u, Au
+
+
+#: the modules that run native kernels where they apply (mgiad/ops/native.py); the ResNet and
+#: MGIC baselines hold none of them and never need the kernels
+NATIVE_MODULES = (Stem, Smoother, ResolutionTransfer, GroupConv3x3, DepthwisePool, PairRestriction,
+                  PairInterpolation)
+
+
+def uses_native_kernels(model: nn.Module) -> bool:
+    """Whether ``model`` holds a module that may run the native kernels."""
+    return any(isinstance(m, NATIVE_MODULES) for m in model.modules())

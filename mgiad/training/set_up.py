@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from mgiad.data.policies import recipe_policy
 from mgiad.models.registry import create_model
+from mgiad.nn.layers import uses_native_kernels
 from mgiad.ops import native
 
 from .checkpoint import LAST
@@ -70,9 +71,10 @@ class SetUp:
         except TypeError as e:  # an unknown hyper-parameter name
             raise ValueError(f"model {cfg.model!r}: {e} (check model_kwargs)") from None
         self.weights = sum(p.numel() for p in model.parameters())
-        if device.type == "cpu":
+        if device.type == "cpu" and uses_native_kernels(model):
             # The native kernels are decided (and, where no prebuilt library fits, compiled: half
             # a minute or more) now, before the run's clock starts: not in the first step's img/s.
+            # A model without native paths (the ResNet, MGIC baselines, your module) needs none.
             native.kernels()
         if self.dist.world > 1 and cfg.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
